@@ -1,0 +1,119 @@
+"""Typed settings (pydantic v2) for data, model, loss and training; loadable from YAML.
+
+Every model forbids unknown keys, so a typo in a YAML file is an error naming the key.
+Cross-field checks live in one validator per model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["DataConfig", "ModelConfig", "LossConfig", "TrainConfig", "RunConfig", "load_run_config"]
+
+LikelihoodName = Literal["gaussian", "bernoulli", "categorical"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Which dataset to train on and where it comes from."""
+
+    dataset: str = Field("digits2v", description="dataset name (digits2v, mnist2v, ...) or a manifest URI")
+    source: str | None = Field(None, description="source file/folder or Parquet URI; None: the dataset's default")
+    scenario: str | None = Field(None, description="observed-modality scenario; None: the dataset's default")
+    seed: int = Field(0, description="seed of the dataset recipe (rotations, pairing, noise, splits)")
+    limit: int | None = Field(None, ge=1, description="keep only the first rows of each split (quick runs)")
+    likelihoods: dict[str, LikelihoodName] = Field(
+        default_factory=dict, description="override the decoder likelihood of a missing modality, by name"
+    )
+
+
+class ModelConfig(_Strict):
+    """Network sizes of CMMD (paper appendix C); every list is hidden-layer widths."""
+
+    zdim: int = Field(50, ge=1, description="latent dimension D")
+    encoder_hidden: list[int] = Field(default_factory=lambda: [2500, 2500, 2500], description="q(z|x_o,x_m,c) MLP")
+    prior_hidden: list[int] = Field(default_factory=lambda: [1024, 1024, 1024], description="p(z|x_o) MLP after feature nets")
+    decoder_hidden: list[int] = Field(default_factory=lambda: [1024, 1024, 1024], description="p(x_m|z,x_o) MLP decoders")
+    classifier_hidden: list[int] = Field(default_factory=lambda: [50, 50], description="p(c|mu_p) MLP")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout after every hidden layer")
+    decoder_uses_xo: bool = Field(True, description="MLP decoders also see vectorised x_o (reference code)")
+    gaussian_variance: Literal["learned", "fixed"] = Field("learned", description="Gaussian decoder variance")
+    fixed_variance: float = Field(1.0, gt=0.0, description="variance of Gaussian heads when gaussian_variance=fixed")
+    feature_nets: dict[str, Literal["mlp", "conv"]] = Field(
+        default_factory=dict, description="prior feature net per observed modality (default mlp: flatten)"
+    )
+    decoder_nets: dict[str, Literal["mlp", "conv"]] = Field(
+        default_factory=dict, description="decoder kind per missing modality (default mlp)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelConfig":
+        for name in ("encoder_hidden", "prior_hidden", "decoder_hidden", "classifier_hidden"):
+            widths = getattr(self, name)
+            if any(w < 1 for w in widths):
+                raise ValueError(f"{name}: every width must be >= 1, got {widths}")
+        if not self.encoder_hidden:
+            raise ValueError("encoder_hidden: the encoder needs at least one hidden layer")
+        return self
+
+
+class LossConfig(_Strict):
+    """The CMMD objective: L = REC + lam*KL + (1-lam)*mmd_weight*MMD + cls_weight*CE."""
+
+    lam: float = Field(0.4, ge=0.0, le=1.0, description="trade-off lambda in [0,1]: 1 = ELBO, 0 = MMD only")
+    mmd_weight: float = Field(1000.0, ge=0.0, description="weight of the MMD term (reference: 1000)")
+    cls_weight: float = Field(10.0, ge=0.0, description="weight of the classification term (reference: 10)")
+    ce_reduction: Literal["sum", "mean"] = Field("sum", description="batch reduction of the cross-entropy (reference: sum)")
+    n_samples: int = Field(1, ge=1, description="posterior samples S per row")
+    mmd_scope: Literal["global", "local"] = Field(
+        "global", description="MMD over the all-gathered global batch, or per shard (for comparison)"
+    )
+
+
+class TrainConfig(_Strict):
+    """Optimisation and stopping."""
+
+    epochs: int = Field(50, ge=1, description="maximum epochs")
+    batch_size: int = Field(256, ge=1, description="rows per step (per worker under DDP)")
+    lr: float = Field(1e-4, gt=0.0, description="Adam learning rate")
+    patience: int = Field(10, ge=1, description="epochs without validation improvement before stopping")
+    seed: int = Field(0, description="seed of initialisation, shuffling and sampling")
+    device: str = Field("cpu", description="torch device")
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads; None leaves torch's default")
+    pretrain_epochs: int = Field(0, ge=0, description="semi-supervised pretraining epochs (no label, no classifier)")
+    baseline: bool = Field(True, description="also train the M-x_o baseline (classifier on x_o alone)")
+    progress: bool = Field(True, description="show a progress bar")
+
+
+class RunConfig(_Strict):
+    """One training run."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output_dir: str = Field("runs", description="folder under which each run writes its results")
+
+
+def load_run_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
+    """RunConfig from a YAML file (or defaults), with nested overrides like {'train': {'epochs': 3}}."""
+    raw: dict = {}
+    if path is not None:
+        with open(path) as f:
+            raw = yaml.safe_load(f) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: a run config must be a mapping, got {type(raw).__name__}")
+    for section, values in (overrides or {}).items():
+        if isinstance(values, dict):
+            raw.setdefault(section, {})
+            raw[section] = {**raw[section], **values}
+        else:
+            raw[section] = values
+    return RunConfig.model_validate(raw)

@@ -1,0 +1,99 @@
+"""In-memory dataset contract: what a dataset declares (modalities, label, scenarios) and holds (splits).
+
+Every loader, converter and storage reader produces these objects; training consumes them.
+Arrays are float32 with shape (N, *modality.shape); labels are int64 (N,) for classes or
+float32 (N, C) multi-hot for multi-label data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+__all__ = ["ModalitySpec", "DatasetSpec", "Split", "DatasetBundle", "Likelihood", "LabelKind"]
+
+Likelihood = Literal["gaussian", "bernoulli", "categorical"]
+LabelKind = Literal["classes", "multilabel"]
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """One modality: its name, the shape of one example, and the likelihood of its decoder head.
+
+    For ``categorical`` the LAST axis is the one-hot alphabet (e.g. text (8, 71))."""
+
+    name: str
+    shape: tuple[int, ...]
+    likelihood: Likelihood
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a dataset is: modalities, label kind, and the observed/missing scenarios the paper uses.
+
+    ``scenarios`` maps a scenario name to the tuple of OBSERVED modality names; the rest are missing.
+    ``default_scenario`` is the one training uses unless told otherwise."""
+
+    name: str
+    modalities: tuple[ModalitySpec, ...]
+    label_kind: LabelKind
+    num_classes: int
+    scenarios: dict[str, tuple[str, ...]]
+    default_scenario: str
+    group_column: str | None = None
+
+    def modality(self, name: str) -> ModalitySpec:
+        for m in self.modalities:
+            if m.name == name:
+                return m
+        raise KeyError(f"dataset {self.name!r} has no modality {name!r}; it has {[m.name for m in self.modalities]}")
+
+    def split_modalities(self, scenario: str | None = None) -> tuple[tuple[ModalitySpec, ...], tuple[ModalitySpec, ...]]:
+        """(observed, missing) modality specs of a scenario."""
+        scenario = scenario or self.default_scenario
+        if scenario not in self.scenarios:
+            raise KeyError(f"dataset {self.name!r} has no scenario {scenario!r}; it has {sorted(self.scenarios)}")
+        obs_names = self.scenarios[scenario]
+        observed = tuple(self.modality(n) for n in obs_names)
+        missing = tuple(m for m in self.modalities if m.name not in obs_names)
+        return observed, missing
+
+
+@dataclass
+class Split:
+    """The rows of one split: one array per modality, labels, and optional group ids (for folds)."""
+
+    arrays: dict[str, np.ndarray]
+    labels: np.ndarray
+    groups: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def take(self, index: np.ndarray) -> "Split":
+        """A new Split holding the rows at ``index`` (copies)."""
+        return Split(
+            arrays={k: v[index] for k, v in self.arrays.items()},
+            labels=self.labels[index],
+            groups=None if self.groups is None else self.groups[index],
+        )
+
+
+@dataclass
+class DatasetBundle:
+    """A dataset's spec and its train / val / test splits."""
+
+    spec: DatasetSpec
+    train: Split
+    val: Split
+    test: Split
+    extra: dict[str, Split] = field(default_factory=dict)  # e.g. Flickr's unlabeled rows
+
+    def splits(self) -> dict[str, Split]:
+        return {"train": self.train, "val": self.val, "test": self.test, **self.extra}

@@ -1,0 +1,20 @@
+"""Pure-torch CMMD: networks, likelihood heads, the module, its loss and the (gatherable) MMD.
+
+Imports torch only: no Ray, no MLflow, no file IO.
+"""
+
+from cmmd_dist.model.cmmd import CMMD, CMMDConfig, CMMDOutput, ModalityDef, PriorClassifier
+from cmmd_dist.model.likelihoods import (
+    BernoulliLikelihood,
+    CategoricalLikelihood,
+    GaussianLikelihood,
+    make_likelihood,
+)
+from cmmd_dist.model.loss import LossWeights, classification_loss, cmmd_loss, gaussian_kl
+from cmmd_dist.model.mmd import gaussian_kernel, mmd
+
+__all__ = [
+    "CMMD", "CMMDConfig", "CMMDOutput", "ModalityDef", "PriorClassifier",
+    "BernoulliLikelihood", "CategoricalLikelihood", "GaussianLikelihood", "make_likelihood",
+    "LossWeights", "classification_loss", "cmmd_loss", "gaussian_kl", "gaussian_kernel", "mmd",
+]

@@ -1,0 +1,192 @@
+"""The CMMD module: encoder q(z|x_o,x_m,c), conditional prior p(z|x_o), decoders p(x_m|z,x_o), classifier p(c|mu_p).
+
+Batches are dicts of tensors: ``{"obs": {name: (B, *shape)}, "mis": {name: (B, *shape)}, "y": labels}``
+with int64 (B,) labels for classes or float (B, C) multi-hot labels for multi-label data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from cmmd_dist.model.likelihoods import Likelihood, make_likelihood
+from cmmd_dist.model.networks import MLP, conv_decoder, feature_net
+
+__all__ = ["ModalityDef", "CMMDConfig", "CMMD", "PriorClassifier", "CMMDOutput"]
+
+
+@dataclass(frozen=True)
+class ModalityDef:
+    """A modality as the model sees it: name, shape of one example, likelihood name."""
+
+    name: str
+    shape: tuple[int, ...]
+    likelihood: str = "gaussian"
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+@dataclass(frozen=True)
+class CMMDConfig:
+    """Everything the networks need; built from the pydantic configs by the training code."""
+
+    observed: tuple[ModalityDef, ...]
+    missing: tuple[ModalityDef, ...]
+    num_classes: int
+    multilabel: bool = False
+    zdim: int = 50
+    encoder_hidden: tuple[int, ...] = (2500, 2500, 2500)
+    prior_hidden: tuple[int, ...] = (1024, 1024, 1024)
+    decoder_hidden: tuple[int, ...] = (1024, 1024, 1024)
+    classifier_hidden: tuple[int, ...] = (50, 50)
+    dropout: float = 0.2
+    decoder_uses_xo: bool = True
+    learned_variance: bool = True
+    fixed_variance: float = 1.0
+    feature_nets: tuple[tuple[str, str], ...] = ()  # (modality, "mlp"|"conv")
+    decoder_nets: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class CMMDOutput:
+    mu_q: torch.Tensor  # (B, D)
+    logvar_q: torch.Tensor
+    mu_p: torch.Tensor
+    logvar_p: torch.Tensor
+    z_q: torch.Tensor  # (S, B, D) posterior samples
+    z_p: torch.Tensor  # (S, B, D) prior samples
+    dec_params: dict[str, torch.Tensor]  # name -> (S, B, n_params*size)
+    logits: torch.Tensor  # (B, C) from the classifier on mu_p
+
+
+class GaussianMLP(nn.Module):
+    """An MLP trunk with two linear heads: mean and log-variance of a diagonal Gaussian."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], zdim: int, dropout: float):
+        super().__init__()
+        self.trunk = MLP(in_dim, hidden, None, dropout)
+        self.mu = nn.Linear(self.trunk.out_dim, zdim)
+        self.logvar = nn.Linear(self.trunk.out_dim, zdim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.trunk(x)
+        return self.mu(h), self.logvar(h).clamp(-12.0, 8.0)
+
+
+class ConditionalPrior(nn.Module):
+    """p(z | x_o): per-modality feature nets, concatenated, then a Gaussian MLP."""
+
+    def __init__(self, observed: tuple[ModalityDef, ...], kinds: dict[str, str], hidden, zdim, dropout):
+        super().__init__()
+        self.features = nn.ModuleDict({m.name: feature_net(kinds.get(m.name, "mlp"), m.shape) for m in observed})
+        in_dim = sum(net.out_dim for net in self.features.values())
+        self.gauss = GaussianMLP(in_dim, tuple(hidden), zdim, dropout)
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.cat([net(obs[name]) for name, net in self.features.items()], dim=-1)
+        return self.gauss(h)
+
+
+class CMMD(nn.Module):
+    """Conditional-prior multimodal model; see DESIGN.md section 1."""
+
+    def __init__(self, cfg: CMMDConfig):
+        super().__init__()
+        if not cfg.observed:
+            raise ValueError("CMMD needs at least one observed modality")
+        if not cfg.missing:
+            raise ValueError("CMMD needs at least one missing modality")
+        self.cfg = cfg
+        self.obs_dim = sum(m.size for m in cfg.observed)
+        enc_in = self.obs_dim + sum(m.size for m in cfg.missing) + cfg.num_classes
+        self.encoder = GaussianMLP(enc_in, cfg.encoder_hidden, cfg.zdim, cfg.dropout)
+        self.prior = ConditionalPrior(cfg.observed, dict(cfg.feature_nets), cfg.prior_hidden, cfg.zdim, cfg.dropout)
+        self.likelihoods = nn.ModuleDict(
+            {m.name: make_likelihood(m.likelihood, m.shape, cfg.learned_variance, cfg.fixed_variance) for m in cfg.missing}
+        )
+        dec_kinds = dict(cfg.decoder_nets)
+        self.decoders = nn.ModuleDict()
+        for m in cfg.missing:
+            lik: Likelihood = self.likelihoods[m.name]
+            n_out = lik.n_params * m.size
+            if dec_kinds.get(m.name, "mlp") == "conv":
+                self.decoders[m.name] = conv_decoder(cfg.zdim, m.shape, lik.n_params, m.likelihood)
+            else:
+                dec_in = cfg.zdim + (self.obs_dim if cfg.decoder_uses_xo else 0)
+                self.decoders[m.name] = MLP(dec_in, cfg.decoder_hidden, n_out, cfg.dropout)
+        self.classifier = MLP(cfg.zdim, cfg.classifier_hidden, cfg.num_classes, cfg.dropout)
+
+    # -- pieces -------------------------------------------------------------------------------
+    def flat_obs(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([obs[m.name].flatten(1) for m in self.cfg.observed], dim=-1)
+
+    def label_input(self, y: torch.Tensor | None, batch: int, device) -> torch.Tensor:
+        """One-hot (or multi-hot) label for the encoder; zeros when the label is withheld (pretraining)."""
+        if y is None:
+            return torch.zeros(batch, self.cfg.num_classes, device=device)
+        if self.cfg.multilabel:
+            return y.float()
+        return F.one_hot(y.long(), self.cfg.num_classes).float()
+
+    def decode(self, z: torch.Tensor, flat_obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Decoder parameters for every missing modality; z (..., B, D), flat_obs (B, obs_dim)."""
+        out = {}
+        lead = z.shape[:-1]
+        z2 = z.reshape(-1, z.shape[-1])
+        for m in self.cfg.missing:
+            dec = self.decoders[m.name]
+            if isinstance(dec, MLP) and self.cfg.decoder_uses_xo:
+                xo = flat_obs.expand(*lead, -1).reshape(z2.shape[0], -1)
+                params = dec(torch.cat([z2, xo], dim=-1))
+            else:
+                params = dec(z2)
+            out[m.name] = params.reshape(*lead, -1)
+        return out
+
+    # -- full pass ----------------------------------------------------------------------------
+    def forward(self, batch: dict, n_samples: int = 1, use_label: bool = True) -> CMMDOutput:
+        obs, mis = batch["obs"], batch["mis"]
+        xo = self.flat_obs(obs)
+        xm = torch.cat([mis[m.name].flatten(1) for m in self.cfg.missing], dim=-1)
+        c = self.label_input(batch.get("y") if use_label else None, xo.shape[0], xo.device)
+        mu_q, logvar_q = self.encoder(torch.cat([xo, xm, c], dim=-1))
+        mu_p, logvar_p = self.prior(obs)
+        eps_q = torch.randn((n_samples, *mu_q.shape), device=mu_q.device, dtype=mu_q.dtype)
+        eps_p = torch.randn_like(eps_q)
+        z_q = mu_q + torch.exp(0.5 * logvar_q) * eps_q
+        z_p = mu_p + torch.exp(0.5 * logvar_p) * eps_p
+        return CMMDOutput(
+            mu_q=mu_q, logvar_q=logvar_q, mu_p=mu_p, logvar_p=logvar_p, z_q=z_q, z_p=z_p,
+            dec_params=self.decode(z_q, xo), logits=self.classifier(mu_p),
+        )
+
+    @torch.no_grad()
+    def predict(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Test-time use: latent mu_p(x_o), class probabilities, and the mean of each generated modality."""
+        mu_p, logvar_p = self.prior(obs)
+        logits = self.classifier(mu_p)
+        probs = torch.sigmoid(logits) if self.cfg.multilabel else torch.softmax(logits, -1)
+        params = self.decode(mu_p, self.flat_obs(obs))
+        gen = {m.name: self.likelihoods[m.name].mean(params[m.name]).reshape(-1, *m.shape) for m in self.cfg.missing}
+        return {"z": mu_p, "logvar": logvar_p, "probs": probs, "generated": gen}
+
+
+class PriorClassifier(nn.Module):
+    """The M-x_o baseline: CMMD's prior path and classifier, trained on x_o and c alone."""
+
+    def __init__(self, cfg: CMMDConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.prior = ConditionalPrior(cfg.observed, dict(cfg.feature_nets), cfg.prior_hidden, cfg.zdim, cfg.dropout)
+        self.classifier = MLP(cfg.zdim, cfg.classifier_hidden, cfg.num_classes, cfg.dropout)
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.classifier(self.prior(obs)[0])
