@@ -1,0 +1,264 @@
+"""A dataset as Parquet shards plus a manifest: the table layout, the writer and the whole-split reader.
+
+Layout under a root URI::
+
+    manifest.json                 written LAST: format_version, spec, schema, rows, files (sha256), source hash
+    train/part-00000.parquet      one row per example, at most ``rows_per_file`` rows per file
+    val/... test/... unlabeled/...
+
+Columns: one ``fixed_size_list<float32>[prod(shape)]`` per modality, ``label`` (int64, or
+``fixed_size_list<float32>[C]`` multi-hot), ``split`` (string), the spec's group column (int64) if any,
+and ``row`` (int64, index within the split). Every file is one row group, so a reader turns a column
+into a numpy array without copying. The bytes depend only on the data and the pyarrow version.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cmmd_dist.datasets.spec import DatasetBundle, DatasetSpec, ModalitySpec, Split
+from cmmd_dist.storage import (
+    FORMAT_VERSION,
+    S3Settings,
+    StorageError,
+    join_uri,
+    read_bytes,
+    read_manifest,
+    remove_manifest,
+    sha256_hex,
+    write_bytes,
+    write_manifest,
+)
+
+__all__ = [
+    "DEFAULT_ROWS_PER_FILE",
+    "spec_to_dict",
+    "spec_from_dict",
+    "arrow_schema",
+    "check_split",
+    "split_to_table",
+    "table_to_split",
+    "write_bundle",
+    "read_split",
+    "load_prepared",
+    "read_file_table",
+    "manifest_spec",
+]
+
+DEFAULT_ROWS_PER_FILE = 10_000
+
+
+def spec_to_dict(spec: DatasetSpec) -> dict:
+    return {
+        "name": spec.name,
+        "modalities": [{"name": m.name, "shape": list(m.shape), "likelihood": m.likelihood} for m in spec.modalities],
+        "label_kind": spec.label_kind,
+        "num_classes": spec.num_classes,
+        "scenarios": {k: list(v) for k, v in spec.scenarios.items()},
+        "default_scenario": spec.default_scenario,
+        "group_column": spec.group_column,
+    }
+
+
+def spec_from_dict(d: dict, where: str = "manifest") -> DatasetSpec:
+    try:
+        return DatasetSpec(
+            name=str(d["name"]),
+            modalities=tuple(ModalitySpec(m["name"], tuple(int(s) for s in m["shape"]), m["likelihood"]) for m in d["modalities"]),
+            label_kind=d["label_kind"],
+            num_classes=int(d["num_classes"]),
+            scenarios={k: tuple(v) for k, v in d["scenarios"].items()},
+            default_scenario=d["default_scenario"],
+            group_column=d.get("group_column"),
+        )
+    except (KeyError, TypeError) as err:
+        raise StorageError(f"{where}: column 'spec' is incomplete: missing or malformed {err}") from err
+
+
+def arrow_schema(spec: DatasetSpec) -> pa.Schema:
+    fields = [pa.field(m.name, pa.list_(pa.float32(), m.size), nullable=False) for m in spec.modalities]
+    label = pa.int64() if spec.label_kind == "classes" else pa.list_(pa.float32(), spec.num_classes)
+    fields += [pa.field("label", label, nullable=False), pa.field("split", pa.string(), nullable=False)]
+    if spec.group_column:
+        fields.append(pa.field(spec.group_column, pa.int64(), nullable=False))
+    fields.append(pa.field("row", pa.int64(), nullable=False))
+    return pa.schema(fields)
+
+
+def check_split(spec: DatasetSpec, split: Split, where: str, unlabeled: bool = False) -> None:
+    """Raise a StorageError naming ``where`` and the column for a wrong shape, NaN/inf or a bad label."""
+    n = len(split)
+    for m in spec.modalities:
+        if m.name not in split.arrays:
+            raise StorageError(f"{where}: column {m.name!r} is missing")
+        arr = split.arrays[m.name]
+        if tuple(arr.shape[1:]) != m.shape or arr.shape[0] != n:
+            raise StorageError(f"{where}: column {m.name!r} has shape {tuple(arr.shape)}, expected ({n}, {', '.join(map(str, m.shape))})")
+        if not np.isfinite(arr).all():
+            bad = int(np.flatnonzero(~np.isfinite(arr.reshape(n, -1)).all(axis=1))[0])
+            raise StorageError(f"{where}: column {m.name!r} has NaN/inf values (first at row {bad})")
+    y = split.labels
+    if spec.label_kind == "classes":
+        if y.ndim != 1 or (n and (y.min() < 0 or y.max() >= spec.num_classes)):
+            raise StorageError(f"{where}: column 'label' has values outside [0, {spec.num_classes}) (min {y.min()}, max {y.max()})" if y.ndim == 1 and n else f"{where}: column 'label' has shape {y.shape}, expected ({n},)")
+    else:
+        if y.shape != (n, spec.num_classes):
+            raise StorageError(f"{where}: column 'label' has shape {y.shape}, expected ({n}, {spec.num_classes})")
+        if n and not np.isin(y, (0.0, 1.0)).all():
+            raise StorageError(f"{where}: column 'label' must be multi-hot 0/1 over {spec.num_classes} classes")
+    if spec.group_column and split.groups is None and not unlabeled:
+        raise StorageError(f"{where}: column {spec.group_column!r} (group) is missing")
+
+
+def _fixed_list(arr: np.ndarray, size: int) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(arr, dtype=np.float32).reshape(-1)), size)
+
+
+def split_to_table(spec: DatasetSpec, split: Split, name: str, start: int = 0, stop: int | None = None) -> pa.Table:
+    stop = len(split) if stop is None else stop
+    cols = [_fixed_list(split.arrays[m.name][start:stop], m.size) for m in spec.modalities]
+    y = split.labels[start:stop]
+    cols.append(pa.array(y.astype(np.int64)) if spec.label_kind == "classes" else _fixed_list(y, spec.num_classes))
+    cols.append(pa.array([name] * (stop - start), pa.string()))
+    if spec.group_column:
+        g = split.groups[start:stop] if split.groups is not None else np.full(stop - start, -1)
+        cols.append(pa.array(np.asarray(g, dtype=np.int64)))
+    cols.append(pa.array(np.arange(start, stop, dtype=np.int64)))
+    return pa.Table.from_arrays(cols, schema=arrow_schema(spec))
+
+
+def _column_array(table: pa.Table, name: str, width: int) -> np.ndarray:
+    col = table.column(name)
+    arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    return arr.flatten().to_numpy(zero_copy_only=False).reshape(len(table), width)
+
+
+def table_to_split(spec: DatasetSpec, table: pa.Table, where: str) -> Split:
+    """A Split from a table of the shard layout; wrong or missing columns raise naming ``where``."""
+    expected = arrow_schema(spec)
+    for field in expected:
+        if field.name not in table.column_names:
+            raise StorageError(f"{where}: column {field.name!r} is missing")
+        got = table.schema.field(field.name).type
+        if got != field.type:
+            raise StorageError(f"{where}: column {field.name!r} has type {got}, expected {field.type} (wrong modality shape?)")
+    n = len(table)
+    arrays = {m.name: _column_array(table, m.name, m.size).reshape((n, *m.shape)) for m in spec.modalities}
+    if spec.label_kind == "classes":
+        labels = table.column("label").to_numpy().astype(np.int64, copy=False)
+    else:
+        labels = _column_array(table, "label", spec.num_classes)
+    groups = table.column(spec.group_column).to_numpy() if spec.group_column else None
+    return Split(arrays=arrays, labels=labels, groups=groups)
+
+
+def write_bundle(
+    bundle: DatasetBundle,
+    out_uri: str,
+    rows_per_file: int = DEFAULT_ROWS_PER_FILE,
+    source_sha256: str | None = None,
+    extra: dict | None = None,
+    settings: S3Settings | None = None,
+) -> dict:
+    """Write every split of ``bundle`` as shards under ``out_uri``, then the manifest; returns the manifest.
+
+    An existing manifest is removed FIRST, so an interrupted run leaves a dataset no reader accepts."""
+    if rows_per_file < 1:
+        raise ValueError(f"rows_per_file must be >= 1, got {rows_per_file}")
+    spec = bundle.spec
+    for name, split in bundle.splits().items():
+        check_split(spec, split, f"{spec.name} split {name!r}", unlabeled=name not in ("train", "val", "test"))
+    remove_manifest(out_uri, settings)
+    files, rows = [], {}
+    for name, split in bundle.splits().items():
+        rows[name] = len(split)
+        for i, start in enumerate(range(0, max(len(split), 1), rows_per_file)):
+            stop = min(start + rows_per_file, len(split))
+            buf = io.BytesIO()
+            pq.write_table(split_to_table(spec, split, name, start, stop), buf, row_group_size=max(stop - start, 1),
+                           compression="snappy", use_dictionary=["split"], write_statistics=["label", "row"])
+            data = buf.getvalue()
+            rel = f"{name}/part-{i:05d}.parquet"
+            write_bytes(join_uri(out_uri, rel), data, settings)
+            files.append({"path": rel, "split": name, "rows": stop - start, "bytes": len(data), "sha256": sha256_hex(data)})
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "spec": spec_to_dict(spec),
+        "schema": [{"name": f.name, "type": str(f.type)} for f in arrow_schema(spec)],
+        "rows": rows,
+        "files": files,
+        "source_sha256": source_sha256,
+        **(extra or {}),
+    }
+    write_manifest(out_uri, manifest, settings)
+    return manifest
+
+
+def manifest_spec(manifest: dict) -> DatasetSpec:
+    if "spec" not in manifest:
+        raise StorageError(f"{manifest.get('_uri', 'manifest')}: column 'spec' is missing")
+    return spec_from_dict(manifest["spec"], manifest.get("_uri", "manifest"))
+
+
+def _files_of(manifest: dict, split: str) -> list[dict]:
+    where = manifest.get("_uri", "manifest")
+    files = manifest.get("files")
+    if not isinstance(files, list):
+        raise StorageError(f"{where}: column 'files' is missing")
+    for f in files:
+        if "path" not in f or "split" not in f:
+            raise StorageError(f"{where}: every entry of 'files' needs 'path' and 'split', got {f}")
+    return [f for f in files if f["split"] == split]
+
+
+def read_file_table(root: str, entry: dict, verify: bool = True, settings: S3Settings | None = None) -> pa.Table:
+    """One shard as a table; size and (``verify``) sha256 are checked against the manifest entry."""
+    uri = join_uri(root, entry["path"])
+    data = read_bytes(uri, settings)
+    if "bytes" in entry and len(data) != entry["bytes"]:
+        raise StorageError(f"{uri}: truncated or altered shard: {len(data)} bytes, manifest says {entry['bytes']}")
+    if verify and entry.get("sha256") and sha256_hex(data) != entry["sha256"]:
+        raise StorageError(f"{uri}: checksum mismatch: sha256 {sha256_hex(data)[:16]}..., manifest says {entry['sha256'][:16]}...")
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowInvalid, OSError) as err:
+        raise StorageError(f"{uri}: not a readable Parquet file (truncated?): {err}") from err
+    if "rows" in entry and len(table) != entry["rows"]:
+        raise StorageError(f"{uri}: has {len(table)} rows, manifest says {entry['rows']}")
+    return table
+
+
+def read_split(root: str, split: str, manifest: dict | None = None, verify: bool = True,
+               settings: S3Settings | None = None) -> Split:
+    """All rows of ``split`` under ``root``, every file and value validated."""
+    manifest = manifest or read_manifest(root, settings)
+    spec = manifest_spec(manifest)
+    parts = []
+    for entry in _files_of(manifest, split):
+        uri = join_uri(root, entry["path"])
+        part = table_to_split(spec, read_file_table(root, entry, verify, settings), uri)
+        check_split(spec, part, uri, unlabeled=split not in ("train", "val", "test"))
+        parts.append(part)
+    if not parts:
+        raise StorageError(f"{manifest.get('_uri', root)}: no files for split {split!r}")
+    return Split(
+        arrays={k: np.concatenate([p.arrays[k] for p in parts]) for k in parts[0].arrays},
+        labels=np.concatenate([p.labels for p in parts]),
+        groups=None if parts[0].groups is None else np.concatenate([p.groups for p in parts]),
+    )
+
+
+def load_prepared(root: str, verify: bool = True, settings: S3Settings | None = None) -> DatasetBundle:
+    """The DatasetBundle stored under ``root`` (train/val/test, other splits in ``extra``)."""
+    manifest = read_manifest(root, settings)
+    spec = manifest_spec(manifest)
+    names = sorted({f["split"] for f in manifest.get("files", [])})
+    for required in ("train", "val", "test"):
+        if required not in names:
+            raise StorageError(f"{manifest['_uri']}: no files for split {required!r}")
+    splits = {n: read_split(root, n, manifest, verify, settings) for n in names}
+    return DatasetBundle(spec=spec, train=splits.pop("train"), val=splits.pop("val"), test=splits.pop("test"), extra=splits)

@@ -1,0 +1,285 @@
+"""Where prepared datasets live: local folders or ``s3://bucket/prefix``, through pyarrow filesystems.
+
+This module knows URIs, credentials, bytes and the manifest; what the bytes mean (Parquet shards of a
+dataset) is ``cmmd_dist.datasets.shards``. S3 settings come from the standard AWS environment
+variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
+``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``, ``AWS_REGION`` or ``AWS_DEFAULT_REGION``) unless an
+explicit :class:`S3Settings` is passed. boto3 is used only for bucket administration.
+
+Atomicity: a local file is written under a temporary name and renamed; an S3 object becomes visible
+only when its upload completes. The manifest is written LAST, so a dataset without a manifest is
+unfinished and no reader accepts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow.fs as pafs
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_NAMES",
+    "StorageError",
+    "S3Settings",
+    "is_s3_uri",
+    "join_uri",
+    "resolve",
+    "write_bytes",
+    "read_bytes",
+    "exists",
+    "delete_file",
+    "sha256_hex",
+    "find_manifest",
+    "read_manifest",
+    "write_manifest",
+    "remove_manifest",
+    "s3_client",
+    "create_bucket",
+    "delete_bucket",
+    "bucket_exists",
+]
+
+FORMAT_VERSION = 1
+# the writer produces manifest.json; a hand-written YAML manifest of someone else's shards is also read
+MANIFEST_NAMES = ("manifest.json", "manifest.yaml", "manifest.yml")
+
+
+class StorageError(RuntimeError):
+    """A dataset or storage location that cannot be used; the message names the file (and column)."""
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Endpoint, region and credentials of an S3 service (None: pyarrow's / boto3's own default)."""
+
+    access_key: str | None = None
+    secret_key: str | None = None
+    session_token: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "S3Settings":
+        env = os.environ if env is None else env
+        return cls(
+            access_key=env.get("AWS_ACCESS_KEY_ID"),
+            secret_key=env.get("AWS_SECRET_ACCESS_KEY"),
+            session_token=env.get("AWS_SESSION_TOKEN"),
+            endpoint_url=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        )
+
+    def filesystem(self) -> pafs.S3FileSystem:
+        kwargs: dict[str, Any] = {"region": self.region or "us-east-1"}
+        if self.access_key is not None:
+            kwargs.update(access_key=self.access_key, secret_key=self.secret_key, session_token=self.session_token)
+        if self.endpoint_url:
+            kwargs["endpoint_override"] = self.endpoint_url
+            if self.endpoint_url.startswith("http://"):
+                kwargs["scheme"] = "http"
+        return pafs.S3FileSystem(**kwargs)
+
+
+def is_s3_uri(uri: str) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """``base`` joined with ``parts`` by '/', for local paths and s3:// URIs alike."""
+    return posixpath.join(str(base).rstrip("/"), *parts)
+
+
+def resolve(uri: str | os.PathLike, settings: S3Settings | None = None) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for a local path or an ``s3://bucket/key`` URI."""
+    uri = str(uri)
+    if is_s3_uri(uri):
+        path = uri[len("s3://") :].strip("/")
+        if not path:
+            raise StorageError(f"{uri}: an S3 URI needs a bucket, e.g. s3://bucket/prefix")
+        return (settings or S3Settings.from_env()).filesystem(), path
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def _explain(uri: str, err: Exception, action: str) -> StorageError:
+    """A StorageError that says what went wrong in words (credentials, bucket) and names the URI."""
+    text = str(err)
+    if "ACCESS_DENIED" in text or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text or "403" in text:
+        hint = "access denied: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (wrong S3 credentials?)"
+    elif "NoSuchBucket" in text or "NO_SUCH_BUCKET" in text or "bucket does not exist" in text.lower():
+        hint = "the bucket does not exist (create it first, e.g. cmmd_dist.storage.create_bucket)"
+    else:
+        hint = text
+    return StorageError(f"{uri}: cannot {action}: {hint}")
+
+
+def _check_bucket(uri: str, settings: S3Settings | None) -> None:
+    """Fail clearly when the bucket of an s3:// URI is missing or the credentials are refused."""
+    if is_s3_uri(uri):
+        bucket = uri[len("s3://") :].split("/", 1)[0]
+        if not bucket_exists(bucket, settings, uri=uri):
+            raise StorageError(f"{uri}: bucket {bucket!r} does not exist (create it first, e.g. cmmd_dist.storage.create_bucket)")
+
+
+def write_bytes(uri: str, data: bytes, settings: S3Settings | None = None) -> None:
+    """Write ``data`` to ``uri`` so that a reader sees either nothing or all of it."""
+    fs, path = resolve(uri, settings)
+    try:
+        if isinstance(fs, pafs.LocalFileSystem):
+            fs.create_dir(posixpath.dirname(path), recursive=True)
+            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+            with fs.open_output_stream(tmp) as f:
+                f.write(data)
+            fs.move(tmp, path)
+        else:
+            with fs.open_output_stream(path) as f:
+                f.write(data)
+    except OSError as err:
+        if is_s3_uri(uri):
+            _check_bucket(uri, settings)
+        raise _explain(uri, err, "write") from err
+
+
+def read_bytes(uri: str, settings: S3Settings | None = None) -> bytes:
+    fs, path = resolve(uri, settings)
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    except FileNotFoundError as err:
+        if is_s3_uri(uri):
+            _check_bucket(uri, settings)
+        raise StorageError(f"{uri}: file is missing") from err
+    except OSError as err:
+        raise _explain(uri, err, "read") from err
+
+
+def exists(uri: str, settings: S3Settings | None = None) -> bool:
+    fs, path = resolve(uri, settings)
+    try:
+        return fs.get_file_info(path).type != pafs.FileType.NotFound
+    except OSError as err:
+        raise _explain(uri, err, "look up") from err
+
+
+def delete_file(uri: str, settings: S3Settings | None = None) -> None:
+    fs, path = resolve(uri, settings)
+    try:
+        fs.delete_file(path)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        raise _explain(uri, err, "delete") from err
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def find_manifest(root: str, settings: S3Settings | None = None) -> str | None:
+    """URI of the manifest under ``root``, or None when the dataset is absent or unfinished."""
+    for name in MANIFEST_NAMES:
+        uri = join_uri(root, name)
+        if exists(uri, settings):
+            return uri
+    return None
+
+
+def read_manifest(root: str, settings: S3Settings | None = None) -> dict:
+    """The manifest of the dataset under ``root`` as a dict, its format version checked."""
+    uri = find_manifest(root, settings)
+    if uri is None:
+        _check_bucket(root, settings)
+        raise StorageError(
+            f"{join_uri(root, MANIFEST_NAMES[0])}: no manifest: not a prepared dataset, or its prepare did not finish"
+        )
+    text = read_bytes(uri, settings).decode("utf-8")
+    try:
+        if uri.endswith(".json"):
+            manifest = json.loads(text)
+        else:
+            import yaml
+
+            manifest = yaml.safe_load(text)
+    except ValueError as err:
+        raise StorageError(f"{uri}: manifest is not valid {'JSON' if uri.endswith('.json') else 'YAML'}: {err}") from err
+    if not isinstance(manifest, dict):
+        raise StorageError(f"{uri}: a manifest must be a mapping, got {type(manifest).__name__}")
+    version = manifest.get("format_version")
+    if not isinstance(version, int):
+        raise StorageError(f"{uri}: column 'format_version' is missing or not an integer")
+    if version > FORMAT_VERSION:
+        raise StorageError(
+            f"{uri}: manifest format_version {version} is newer than this cmmd_dist understands ({FORMAT_VERSION}); upgrade cmmd_dist"
+        )
+    manifest["_uri"] = uri
+    return manifest
+
+
+def write_manifest(root: str, manifest: dict, settings: S3Settings | None = None) -> str:
+    """Write ``manifest.json`` under ``root`` (deterministic bytes: sorted keys); returns its URI."""
+    uri = join_uri(root, MANIFEST_NAMES[0])
+    body = {k: v for k, v in manifest.items() if not k.startswith("_")}
+    write_bytes(uri, (json.dumps(body, indent=1, sort_keys=True) + "\n").encode("utf-8"), settings)
+    return uri
+
+
+def remove_manifest(root: str, settings: S3Settings | None = None) -> None:
+    """Mark the dataset under ``root`` unfinished (done first by a prepare that overwrites it)."""
+    for name in MANIFEST_NAMES[:1]:
+        delete_file(join_uri(root, name), settings)
+
+
+def s3_client(settings: S3Settings | None = None):
+    """A boto3 S3 client for the same endpoint and credentials as the pyarrow filesystem."""
+    import boto3
+
+    s = settings or S3Settings.from_env()
+    return boto3.client(
+        "s3",
+        endpoint_url=s.endpoint_url,
+        region_name=s.region,
+        aws_access_key_id=s.access_key,
+        aws_secret_access_key=s.secret_key,
+        aws_session_token=s.session_token,
+    )
+
+
+def bucket_exists(bucket: str, settings: S3Settings | None = None, uri: str | None = None) -> bool:
+    """True if ``bucket`` exists; a StorageError for refused credentials."""
+    from botocore.exceptions import ClientError
+
+    try:
+        s3_client(settings).head_bucket(Bucket=bucket)
+        return True
+    except ClientError as err:
+        code = str(err.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            return False
+        raise _explain(uri or f"s3://{bucket}", err, "access the bucket") from err
+
+
+def create_bucket(bucket: str, settings: S3Settings | None = None, exist_ok: bool = True) -> None:
+    from botocore.exceptions import ClientError
+
+    if exist_ok and bucket_exists(bucket, settings):
+        return
+    try:
+        s3_client(settings).create_bucket(Bucket=bucket)
+    except ClientError as err:
+        raise _explain(f"s3://{bucket}", err, "create the bucket") from err
+
+
+def delete_bucket(bucket: str, settings: S3Settings | None = None) -> None:
+    """Delete every object of ``bucket``, then the bucket."""
+    client = s3_client(settings)
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+    client.delete_bucket(Bucket=bucket)
