@@ -7,11 +7,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from cmmd_dist.datasets.spec import DatasetBundle
 
-__all__ = ["Converted", "Converter", "hash_inputs", "take_first", "split_indices"]
+__all__ = ["Converted", "Converter", "hash_inputs"]
 
 
 @dataclass
@@ -35,14 +33,3 @@ def hash_inputs(inputs: Sequence[Path], note: str = "") -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
-
-
-def take_first(x: np.ndarray, limit: int | None) -> np.ndarray:
-    return x if limit is None else x[:limit]
-
-
-def split_indices(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, held out) sorted indices: a seeded ``fraction`` of range(n) held out (e.g. a val split)."""
-    order = rng.permutation(n)
-    k = int(round(n * fraction))
-    return np.sort(order[k:]), np.sort(order[:k])

@@ -2,8 +2,8 @@
 
 Source: a folder holding the two SVHN files and MNIST (``mnist.pkl.gz`` or the IDX files, directly
 or under ``mnist/``; if absent, the default MNIST path). SVHN ``X`` is (32, 32, 3, N) uint8 and ``y``
-(N, 1) with 10 meaning digit 0; we store (3, 32, 32) float32 in [0, 1]. A seeded 10% of SVHN train is
-SVHN's val pool. Every MNIST row is paired with a random SVHN row of the same class from the pool of
+(N, 1) with 10 meaning digit 0; we store (3, 32, 32) float32 in [0, 1]. A seeded 10% of each class of SVHN
+train is SVHN's val pool. Every MNIST row is paired with a random SVHN row of the same class from the pool of
 the same split (Shi et al. 2019). mnist3 adds ``mnist_rot``: ANOTHER same-class MNIST digit rotated
 by U[-45, 45] degrees; its scenarios are the paper's two (Sec. 4.3.1).
 """
@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cmmd_dist.datasets.converters.base import Converted, split_indices
+from cmmd_dist.datasets.converters.base import Converted
 from cmmd_dist.datasets.converters.mnist import read_mnist_limited
 from cmmd_dist.datasets.spec import DatasetBundle, DatasetSpec, ModalitySpec, Split
 from cmmd_dist.datasets.two_view import pair_by_class, rotate_images
 from cmmd_dist.storage import StorageError
 
-__all__ = ["MNIST_SVHN_SPEC", "MNIST3_SPEC", "read_svhn_file", "read_svhn", "pair_across",
+__all__ = ["MNIST_SVHN_SPEC", "MNIST3_SPEC", "read_svhn_file", "read_svhn", "stratified_holdout", "pair_across",
            "paired_mnist_svhn", "convert_mnist_svhn", "convert_mnist3"]
 
 MNIST = ModalitySpec("mnist", (28, 28), "gaussian")
@@ -69,9 +69,20 @@ def read_svhn(folder: str | Path, seed: int = 0) -> tuple[dict[str, tuple[np.nda
     train_path, test_path = folder / "train_32x32.mat", folder / "test_32x32.mat"
     xtr, ytr = read_svhn_file(train_path)
     xte, yte = read_svhn_file(test_path)
-    keep, held = split_indices(len(ytr), 0.1, np.random.default_rng([seed, 7]))
+    keep, held = stratified_holdout(ytr, 0.1, np.random.default_rng([seed, 7]))
     pools = {"train": (xtr[keep], ytr[keep]), "val": (xtr[held], ytr[held]), "test": (xte, yte)}
     return pools, [train_path, test_path]
+
+
+def stratified_holdout(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out) sorted indices: ``fraction`` of every class held out (at least one when it has two)."""
+    kept, held = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        k = max(int(round(len(idx) * fraction)), 1 if len(idx) > 1 else 0)
+        held.append(idx[:k])
+        kept.append(idx[k:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
 
 
 def pair_across(labels: np.ndarray, pool_labels: np.ndarray, rng: np.random.Generator, where: str = "") -> np.ndarray:
