@@ -34,6 +34,7 @@ __all__ = [
     "write_bytes",
     "read_bytes",
     "exists",
+    "check_bucket",
     "delete_file",
     "sha256_hex",
     "find_manifest",
@@ -119,8 +120,9 @@ def _explain(uri: str, err: Exception, action: str) -> StorageError:
     return StorageError(f"{uri}: cannot {action}: {hint}")
 
 
-def _check_bucket(uri: str, settings: S3Settings | None) -> None:
-    """Fail clearly when the bucket of an s3:// URI is missing or the credentials are refused."""
+def check_bucket(uri: str, settings: S3Settings | None = None) -> None:
+    """Fail clearly when the bucket of an s3:// URI is missing or the credentials are refused
+    (some S3 services create a bucket on the first PUT: a writer checks before writing)."""
     if is_s3_uri(uri):
         bucket = uri[len("s3://") :].split("/", 1)[0]
         if not bucket_exists(bucket, settings, uri=uri):
@@ -142,7 +144,7 @@ def write_bytes(uri: str, data: bytes, settings: S3Settings | None = None) -> No
                 f.write(data)
     except OSError as err:
         if is_s3_uri(uri):
-            _check_bucket(uri, settings)
+            check_bucket(uri, settings)
         raise _explain(uri, err, "write") from err
 
 
@@ -153,7 +155,7 @@ def read_bytes(uri: str, settings: S3Settings | None = None) -> bytes:
             return f.read()
     except FileNotFoundError as err:
         if is_s3_uri(uri):
-            _check_bucket(uri, settings)
+            check_bucket(uri, settings)
         raise StorageError(f"{uri}: file is missing") from err
     except OSError as err:
         raise _explain(uri, err, "read") from err
@@ -194,7 +196,7 @@ def read_manifest(root: str, settings: S3Settings | None = None) -> dict:
     """The manifest of the dataset under ``root`` as a dict, its format version checked."""
     uri = find_manifest(root, settings)
     if uri is None:
-        _check_bucket(root, settings)
+        check_bucket(root, settings)
         raise StorageError(
             f"{join_uri(root, MANIFEST_NAMES[0])}: no manifest: not a prepared dataset, or its prepare did not finish"
         )

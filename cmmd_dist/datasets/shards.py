@@ -25,6 +25,7 @@ from cmmd_dist.storage import (
     FORMAT_VERSION,
     S3Settings,
     StorageError,
+    check_bucket,
     join_uri,
     read_bytes,
     read_manifest,
@@ -172,6 +173,7 @@ def write_bundle(
     spec = bundle.spec
     for name, split in bundle.splits().items():
         check_split(spec, split, f"{spec.name} split {name!r}", unlabeled=name not in ("train", "val", "test"))
+    check_bucket(out_uri, settings)
     remove_manifest(out_uri, settings)
     files, rows = [], {}
     for name, split in bundle.splits().items():
