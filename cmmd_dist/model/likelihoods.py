@@ -64,7 +64,7 @@ class BernoulliLikelihood(Likelihood):
     """Independent Bernoulli per element; parameters are logits."""
 
     def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return -F.binary_cross_entropy_with_logits(params, x, reduction="none").sum(-1)
+        return -F.binary_cross_entropy_with_logits(params, x.expand(params.shape), reduction="none").sum(-1)
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(params)

@@ -28,6 +28,12 @@ class MLP(nn.Module):
             width = out_dim
         self.net = nn.Sequential(*layers)
         self.out_dim = width
+        for layer in self.net:
+            if isinstance(layer, nn.Linear):
+                # Glorot init (the reference Theano code's): torch's default shrinks the signal through
+                # softplus layers and leaves the classifier on a long plateau at chance
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -1,0 +1,100 @@
+"""Metrics of DESIGN.md section 1: error / mAP, RMSE of generated modalities, posterior collapse,
+and latent classification with logistic regression."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from cmmd_dist.model import CMMD, PriorClassifier, gaussian_kl
+from cmmd_dist.train.batches import SplitTensors
+
+__all__ = [
+    "COLLAPSE_EPS",
+    "predict",
+    "classification_metrics",
+    "collapse_curve",
+    "latent_classification",
+    "evaluate_model",
+    "evaluate_baseline",
+]
+
+COLLAPSE_EPS = np.round(np.linspace(0.0, 6.0, 25), 3)
+
+
+@torch.no_grad()
+def predict(core: CMMD, data: SplitTensors, batch_size: int = 1024) -> dict[str, np.ndarray]:
+    """Test-time outputs from x_o alone (eval mode), plus the posterior on the full rows for collapse."""
+    core.eval()
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(data), batch_size):
+        b = data.rows(slice(start, start + batch_size))
+        pred = core.predict(b["obs"])
+        xo = core.flat_obs(b["obs"])
+        xm = torch.cat([b["mis"][m.name].flatten(1) for m in core.cfg.missing], dim=-1)
+        mu_q, logvar_q = core.encoder(torch.cat([xo, xm, core.label_input(b["y"], xo.shape[0], xo.device)], -1))
+        row = {"z": pred["z"], "logvar_p": pred["logvar"], "probs": pred["probs"], "mu_q": mu_q, "logvar_q": logvar_q}
+        for m in core.cfg.missing:
+            row[f"gen:{m.name}"] = pred["generated"][m.name]
+        for k, v in row.items():
+            parts.setdefault(k, []).append(v.float().cpu().numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def classification_metrics(probs: np.ndarray, y: np.ndarray, multilabel: bool) -> dict[str, float]:
+    """Multi-class: {'error'}; multi-label: {'map', 'micro_ap'}. Always a lower-is-better 'metric'."""
+    if not multilabel:
+        err = float(np.mean(probs.argmax(1) != y))
+        return {"error": err, "metric": err}
+    from sklearn.metrics import average_precision_score
+
+    has_pos = y.sum(0) > 0
+    per_class = [average_precision_score(y[:, j], probs[:, j]) for j in np.flatnonzero(has_pos)]
+    m_ap = float(np.mean(per_class)) if per_class else 0.0
+    micro = float(average_precision_score(y[:, has_pos], probs[:, has_pos], average="micro")) if per_class else 0.0
+    return {"map": m_ap, "micro_ap": micro, "metric": 1.0 - m_ap}
+
+
+def collapse_curve(mu_q, logvar_q, mu_p, logvar_p, eps_grid=COLLAPSE_EPS, share: float = 0.99) -> list[float]:
+    """Fraction of latent dims whose 1-D KL(q||p) is below eps for at least ``share`` of the rows, per eps."""
+    kl = gaussian_kl(*(torch.as_tensor(a, dtype=torch.float64) for a in (mu_q, logvar_q, mu_p, logvar_p))).numpy()
+    out = []
+    for eps in eps_grid:
+        below = (kl < eps).mean(axis=0)  # per dim: share of rows within eps
+        out.append(float(np.mean(below >= share)))
+    return out
+
+
+def latent_classification(z_train, y_train, z_test, y_test, n_fit: int = 500, seed: int = 0) -> float:
+    """Accuracy of scikit-learn's default LogisticRegression fit on ``n_fit`` random training latents."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(z_train), size=min(n_fit, len(z_train)), replace=False)
+    clf = LogisticRegression().fit(z_train[idx], y_train[idx])
+    return float(clf.score(z_test, y_test))
+
+
+def evaluate_model(core: CMMD, data: SplitTensors, with_collapse: bool = True) -> dict:
+    """Classification metric, RMSE per generated modality (and their mean), optional collapse curve."""
+    p = predict(core, data)
+    y = data.y.cpu().numpy()
+    out: dict = classification_metrics(p["probs"], y, core.cfg.multilabel)
+    rmses = {}
+    for m in core.cfg.missing:
+        truth = data.mis[m.name].cpu().numpy().reshape(len(y), -1)
+        rmses[m.name] = float(np.sqrt(np.mean((p[f"gen:{m.name}"].reshape(len(y), -1) - truth) ** 2)))
+    out["rmse_by_modality"] = rmses
+    out["rmse"] = float(np.mean(list(rmses.values())))
+    if with_collapse:
+        out["collapse_eps"] = [float(e) for e in COLLAPSE_EPS]
+        out["collapse"] = collapse_curve(p["mu_q"], p["logvar_q"], p["z"], p["logvar_p"])
+    return out
+
+
+@torch.no_grad()
+def evaluate_baseline(model: PriorClassifier, data: SplitTensors, batch_size: int = 1024) -> dict[str, float]:
+    model.eval()
+    logits = torch.cat([model(data.rows(slice(s, s + batch_size))["obs"]) for s in range(0, len(data), batch_size)])
+    probs = torch.sigmoid(logits) if model.cfg.multilabel else torch.softmax(logits, -1)
+    return classification_metrics(probs.numpy(), data.y.cpu().numpy(), model.cfg.multilabel)

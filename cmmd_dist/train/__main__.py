@@ -1,0 +1,8 @@
+"""``python -m cmmd_dist.train [--dataset NAME ...]``: the same as ``cmmd-dist train``."""
+
+import sys
+
+from cmmd_dist.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["train", *sys.argv[1:]]))
