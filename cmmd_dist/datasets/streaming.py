@@ -130,7 +130,7 @@ class ShardStream:
         pieces = self._plan()
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, 1])
         carry: Batch | None = None
-        with ThreadPoolExecutor(max_workers=1) as pool:
+        with ThreadPoolExecutor(max_workers=min(self.prefetch, 2)) as pool:
             pending = [pool.submit(self._read, *p) for p in pieces[: self.prefetch]]
             nxt = len(pending)
             while pending:
@@ -196,8 +196,9 @@ def arrays_from_batch(batch: pa.Table | dict, spec: DatasetSpec) -> Batch:
 def ray_dataset(root: str, split: str = "train", settings: S3Settings | None = None, **read_kwargs):
     """The shards of ``split`` as a Ray Dataset (``ray.data.read_parquet`` over the manifest's files).
 
-    Give it to ``TorchTrainer(datasets={'train': ...})`` and read ``ray.train.get_dataset_shard``
-    batches through :func:`arrays_from_batch`."""
+    Give it to ``TorchTrainer(datasets={'train': ...})`` and turn the batches of
+    ``ray.train.get_dataset_shard('train').iter_batches(batch_format='pyarrow')`` into arrays with
+    :func:`arrays_from_batch` (the numpy format also works, slower: Ray hands list columns as objects)."""
     import ray.data
 
     manifest = read_manifest(root, settings)
