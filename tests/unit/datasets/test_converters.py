@@ -142,6 +142,11 @@ def test_xrmb(tmp_path):
     assert np.array_equal(b.val.arrays["acoustic"], m1["XV1"].astype(np.float32))
     assert b.train.labels.max() == 39 and b.spec.group_column == "speaker"
     assert np.array_equal(b.test.groups, m2["testID"].ravel())
+    from cmmd_dist.datasets.shards import load_prepared
+
+    prepare("xrmb", tmp_path, str(tmp_path / "out"), rows_per_file=20)
+    back = load_prepared(str(tmp_path / "out"))
+    assert np.array_equal(back.train.groups, b.train.groups) and back.spec.group_column == "speaker"
     m2["testLabel"][3] = 40
     savemat(tmp_path / "XRMB2.mat", m2)
     with pytest.raises(StorageError, match=r"XRMB2.mat: column 'testLabel' has values outside the 40 phone classes"):
