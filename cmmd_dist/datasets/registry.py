@@ -17,6 +17,7 @@ import numpy as np
 
 from cmmd_dist.config import DataConfig
 from cmmd_dist.datasets.converters import CONVERTER_SPECS, CONVERTERS
+from cmmd_dist.datasets.converters.mnist import find_mnist
 from cmmd_dist.datasets.loaders import load_digits2v, load_mnist2v
 from cmmd_dist.datasets.spec import DatasetBundle, DatasetSpec
 from cmmd_dist.storage import find_manifest, is_s3_uri, read_manifest
@@ -27,7 +28,7 @@ SPECS: dict[str, DatasetSpec] = dict(CONVERTER_SPECS)
 
 LOADERS: dict[str, Callable[[DataConfig], DatasetBundle]] = {
     "digits2v": lambda c: load_digits2v(seed=c.seed),
-    "mnist2v": lambda c: load_mnist2v(source=c.source, seed=c.seed, limit=c.limit),
+    "mnist2v": lambda c: load_mnist2v(source=find_mnist(c.source), seed=c.seed, limit=c.limit),
     **{
         name: (lambda c, name=name: CONVERTERS[name](c.source, c.seed, c.limit).bundle)
         for name in CONVERTERS

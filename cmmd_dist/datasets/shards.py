@@ -104,8 +104,10 @@ def check_split(spec: DatasetSpec, split: Split, where: str, unlabeled: bool = F
             raise StorageError(f"{where}: column {m.name!r} has NaN/inf values (first at row {bad})")
     y = split.labels
     if spec.label_kind == "classes":
-        if y.ndim != 1 or (n and (y.min() < 0 or y.max() >= spec.num_classes)):
-            raise StorageError(f"{where}: column 'label' has values outside [0, {spec.num_classes}) (min {y.min()}, max {y.max()})" if y.ndim == 1 and n else f"{where}: column 'label' has shape {y.shape}, expected ({n},)")
+        if y.shape != (n,):
+            raise StorageError(f"{where}: column 'label' has shape {y.shape}, expected ({n},)")
+        if n and (y.min() < 0 or y.max() >= spec.num_classes):
+            raise StorageError(f"{where}: column 'label' has values outside [0, {spec.num_classes}) (min {y.min()}, max {y.max()})")
     else:
         if y.shape != (n, spec.num_classes):
             raise StorageError(f"{where}: column 'label' has shape {y.shape}, expected ({n}, {spec.num_classes})")

@@ -115,8 +115,6 @@ class ShardStream:
             except FileNotFoundError as err:
                 raise StorageError(f"{uri}: shard is missing") from err
             except (pa.ArrowInvalid, OSError) as err:
-                if isinstance(err, StorageError):
-                    raise
                 raise StorageError(f"{uri}: not a readable Parquet file (truncated?): {err}") from err
         if len(table) != entry["rows"]:
             raise StorageError(f"{uri}: has {len(table)} rows, manifest says {entry['rows']}")

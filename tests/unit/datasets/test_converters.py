@@ -189,7 +189,8 @@ def test_flickr(tmp_path):
 
 
 def test_flickr_prepare_keeps_the_unlabeled_split(tmp_path):
-    write_flickr(tmp_path / "src" if (tmp_path / "src").mkdir() is None else None)
+    (tmp_path / "src").mkdir()
+    write_flickr(tmp_path / "src")
     from cmmd_dist.datasets.shards import load_prepared
 
     prepare("flickr", tmp_path / "src", str(tmp_path / "out"), rows_per_file=16)
