@@ -101,3 +101,13 @@ def test_missing_and_corrupt_shards_on_s3(bucket):
     delete_file(victim, bucket)
     with pytest.raises(StorageError, match=r"train/part-00000.parquet: (file|shard) is missing"):
         list(ShardStream(uri, "train", 64, settings=bucket, shuffle=False))
+
+
+def test_bucket_admin_creates_and_deletes_with_contents(bucket):
+    from cmmd_dist.storage import delete_bucket, write_bytes
+
+    create_bucket("cmmd-scratch", bucket)
+    create_bucket("cmmd-scratch", bucket)  # exist_ok
+    write_bytes("s3://cmmd-scratch/a/b.bin", b"x", bucket)
+    delete_bucket("cmmd-scratch", bucket)
+    assert not bucket_exists("cmmd-scratch", bucket)
