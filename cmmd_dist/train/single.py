@@ -50,8 +50,11 @@ def _pretrain_data(data: dict[str, SplitTensors]) -> SplitTensors:
     )
 
 
-def fit(run: RunConfig, bundle: DatasetBundle, log=print) -> dict:
-    """Train CMMD (and the baseline); returns results with history, val/test metrics and the model."""
+def fit(run: RunConfig, bundle: DatasetBundle, log=print, on_epoch=None) -> dict:
+    """Train CMMD (and the baseline); returns results with history, val/test metrics and the model.
+
+    ``on_epoch(row)`` is called with each history row as soon as its epoch ends."""
+    on_epoch = on_epoch or (lambda row: None)
     if run.train.threads:
         torch.set_num_threads(run.train.threads)
     gen = seed_everything(run.train.seed)
@@ -68,6 +71,7 @@ def fit(run: RunConfig, bundle: DatasetBundle, log=print) -> dict:
         for ep in range(run.train.pretrain_epochs):
             m = train_epoch(core, core, iterate_batches(pre, bs, gen), opt, w, pretrain=True)
             history.append({"stage": "pretrain", "epoch": ep + 1, **{f"train_{k}": v for k, v in m.items()}})
+            on_epoch(history[-1])
 
     opt = torch.optim.Adam(core.parameters(), lr=run.train.lr)
     best, best_state, best_epoch, waited = float("inf"), None, 0, 0
@@ -79,6 +83,7 @@ def fit(run: RunConfig, bundle: DatasetBundle, log=print) -> dict:
         row = {"stage": "train", "epoch": epoch, **{f"train_{k}": v for k, v in m.items()},
                "val_metric": val["metric"], "val_loss": val_loss, "val_rmse": val["rmse"]}
         history.append(row)
+        on_epoch(row)
         bar.set_postfix(loss=f"{m['loss']:.1f}", val_metric=f"{val['metric']:.4f}")
         if val["metric"] < best:
             best, best_state, best_epoch, waited = val["metric"], copy.deepcopy(core.state_dict()), epoch, 0
@@ -118,15 +123,17 @@ def _json_ready(results: dict) -> dict:
 def run_training(run: RunConfig, log=print) -> tuple[dict, Path]:
     """Load data, fit, write the run folder; returns (results, run folder)."""
     bundle = load_bundle(run.data)
-    t0 = time.time()
-    results = fit(run, bundle, log=log)
-    results["seconds"] = time.time() - t0
     out = Path(run.output_dir) / f"{run.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}-{run.train.seed}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(run.model_dump(), sort_keys=False))
-    with open(out / "history.jsonl", "w") as f:
-        for row in results["history"]:
-            f.write(json.dumps(row) + "\n")
+    t0 = time.time()
+    with open(out / "history.jsonl", "w") as hist:
+        def write_row(row: dict) -> None:
+            hist.write(json.dumps(row) + "\n")
+            hist.flush()
+
+        results = fit(run, bundle, log=log, on_epoch=write_row)
+    results["seconds"] = time.time() - t0
     (out / "metrics.json").write_text(json.dumps({k: v for k, v in _json_ready(results).items() if k != "history"}, indent=2))
     torch.save({"state_dict": results["model"].state_dict(), "model_config": asdict(results["model_config"])}, out / "model.pt")
     return results, out
