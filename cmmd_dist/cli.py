@@ -29,6 +29,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (default: runs)")
     p.add_argument("--no-baseline", action="store_true", help="skip the M-x_o baseline")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d = p.add_argument_group("distributed (Ray Train; local Ray unless RAY_ADDRESS or a running cluster)")
+    d.add_argument("--workers", type=int, help="train on N Ray Train workers (DDP, global-batch MMD)")
+    d.add_argument("--use-gpu", action="store_true", help="one GPU per worker, nccl")
+    d.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    d.add_argument("--data", help="prepared dataset: local folder or s3:// URI")
+    d.add_argument("--storage", help="checkpoint storage: local folder or s3://bucket/prefix")
 
 
 def train_overrides(args: argparse.Namespace) -> dict:
@@ -46,6 +52,12 @@ def train_overrides(args: argparse.Namespace) -> dict:
         o["train"]["progress"] = False
     if args.out:
         o["output_dir"] = args.out
+    if getattr(args, "data", None):
+        o["data"]["source" if args.dataset else "dataset"] = args.data
+    dist = {k: getattr(args, k, None) for k in ("workers", "storage")}
+    dist.update({k: True for k in ("use_gpu", "bf16") if getattr(args, k, False)})
+    if any(v is not None for v in dist.values()):
+        o["distributed"] = {k: v for k, v in dist.items() if v is not None}
     return o
 
 
@@ -61,7 +73,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ValidationError as e:
         print(f"invalid settings ({path or 'defaults'}):\n{e}", file=sys.stderr)
         return 2
-    results, out = run_training(run)
+    if getattr(args, "workers", None):
+        from cmmd_dist.train.distributed import run_distributed
+
+        results, out = run_distributed(run)
+    else:
+        results, out = run_training(run)
     test = results["test"]
     if "error" in test:
         line = f"test error {100 * test['error']:.2f}%"
@@ -82,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train CMMD on one dataset")
     add_train_arguments(t)
     t.set_defaults(func=cmd_train)
+    from cmmd_dist.datasets.prepare import add_data_subcommand
+
+    add_data_subcommand(sub)
     return parser
 
 

@@ -12,7 +12,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["DataConfig", "ModelConfig", "LossConfig", "TrainConfig", "RunConfig", "load_run_config"]
+__all__ = ["DataConfig", "ModelConfig", "LossConfig", "TrainConfig", "DistributedConfig", "RunConfig", "load_run_config"]
 
 LikelihoodName = Literal["gaussian", "bernoulli", "categorical"]
 
@@ -92,6 +92,19 @@ class TrainConfig(_Strict):
     progress: bool = Field(True, description="show a progress bar")
 
 
+class DistributedConfig(_Strict):
+    """Ray Train data parallelism (train.batch_size is per worker; the global batch is workers x batch_size)."""
+
+    workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks)")
+    use_gpu: bool = Field(False, description="one GPU per worker, nccl backend; else CPU and gloo")
+    bf16: bool = Field(False, description="bf16 autocast of the forward pass and loss")
+    cpus_per_worker: int = Field(1, ge=1, description="CPUs reserved per worker; also its torch thread count")
+    storage: str | None = Field(None, description="checkpoint/run storage: local folder or s3://bucket/prefix; None: <output_dir>/ray")
+    max_failures: int = Field(2, ge=-1, description="worker-group restarts from the latest checkpoint (-1: unlimited)")
+    keep_checkpoints: int | None = Field(2, ge=1, description="newest checkpoints kept in storage; None keeps all")
+    name: str | None = Field(None, description="Ray Train run name; None: <dataset>-<timestamp>")
+
+
 class RunConfig(_Strict):
     """One training run."""
 
@@ -99,6 +112,7 @@ class RunConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     output_dir: str = Field("runs", description="folder under which each run writes its results")
 
 

@@ -15,3 +15,14 @@ def s3_server(tmp_path_factory):
     server = SeaweedS3Server(tmp_path_factory.mktemp("seaweedfs")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole session (ray.init takes ~10 s); shut down at the end."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,206 @@
+"""Distributed CMMD training on Ray Train (Train V2): DDP, the global-batch MMD, epoch checkpoints, recovery.
+
+    cmmd-dist train --dataset digits2v --workers 2 [--use-gpu] [--bf16] [--data URI] [--storage URI]
+
+Three layers, as in litgpt: ``setup`` (Ray, storage, the ``TorchTrainer``), ``main`` (per-rank state on
+every worker: data shard, model, DDP, resume from the latest checkpoint) and ``fit`` (the epoch loop:
+the unchanged pure-torch ``train_epoch``, validation, checkpoint, report). ``run_distributed`` ties
+them together and writes the run folder like the single-process path. Ray is touched only through
+TorchTrainer / ScalingConfig / RunConfig, prepare_model, report, get_checkpoint and get_context.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+import yaml
+
+from cmmd_dist.config import RunConfig
+from cmmd_dist.datasets.registry import load_bundle
+from cmmd_dist.evaluate import evaluate_model
+from cmmd_dist.model import CMMD
+from cmmd_dist.storage import S3Settings, is_s3_uri, resolve
+from cmmd_dist.train.batches import iterate_batches
+from cmmd_dist.train.build import loss_weights, model_config
+from cmmd_dist.train.checkpoint import STATE_FILE, ResumeState, load_checkpoint, save_checkpoint
+from cmmd_dist.train.gather import gather_for
+from cmmd_dist.train.loop import evaluate_loss, train_epoch
+from cmmd_dist.train.single import seed_everything, split_tensors
+
+__all__ = ["CrashOnce", "setup", "main", "fit", "run_distributed", "run_storage"]
+
+TERMS = ("rec", "kl", "mmd", "ce", "loss")
+
+
+@dataclass(frozen=True)
+class CrashOnce:
+    """Recovery drill: the worker of ``rank`` exits hard (``os._exit``) at ``step`` of ``epoch``, once.
+
+    The marker file is created before dying, so the restarted group trains on. Before dying it waits
+    until Ray Train has registered the reports in flight: the controller collects them on its ~2 s
+    health poll, and a report not yet collected when a worker dies is lost with it."""
+
+    marker: str
+    epoch: int
+    rank: int = 1
+    step: int = 1
+
+    def hook(self, epoch: int, rank: int):
+        if epoch != self.epoch or rank != self.rank or os.path.exists(self.marker):
+            return None
+
+        def die(step: int, _terms) -> None:
+            if step == self.step:
+                ray.train.get_all_reported_checkpoints(timeout_s=60)
+                Path(self.marker).write_text(f"rank {rank} died at epoch {epoch} step {step}\n")
+                os._exit(1)
+
+        return die
+
+
+def run_storage(run: RunConfig, s3: S3Settings | None = None):
+    """(storage_path, storage_filesystem or None) for Ray Train from ``distributed.storage``."""
+    uri = run.distributed.storage or str(Path(run.output_dir, "ray").resolve())
+    if is_s3_uri(uri):
+        fs, path = resolve(uri, s3)
+        return path, fs
+    return str(Path(uri).resolve()), None
+
+
+def setup(run: RunConfig, s3: S3Settings | None = None, crash: CrashOnce | None = None) -> ray.train.torch.TorchTrainer:
+    """The TorchTrainer of a run; connects to Ray first (RAY_ADDRESS or a running cluster, else starts one locally)."""
+    if not ray.is_initialized():
+        ray.init()
+    d = run.distributed
+    path, fs = run_storage(run, s3)
+    name = d.name or f"{Path(run.data.dataset).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    resources = {"CPU": d.cpus_per_worker, **({"GPU": 1} if d.use_gpu else {})}
+    return ray.train.torch.TorchTrainer(
+        main,
+        train_loop_config={"run": run, "name": name, "crash": crash},
+        torch_config=ray.train.torch.TorchConfig(backend="nccl" if d.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=d.workers, use_gpu=d.use_gpu, resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=path, storage_filesystem=fs,
+            failure_config=ray.train.FailureConfig(max_failures=d.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=d.keep_checkpoints),
+        ),
+    )
+
+
+def main(config: dict) -> dict | None:
+    """Per-rank state on a Ray Train worker, then ``fit``; rank 0 returns the results."""
+    run: RunConfig = config["run"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(run.train.threads or run.distributed.cpus_per_worker)
+    device = ray.train.torch.get_device()
+    run = run.model_copy(update={"train": run.train.model_copy(update={"device": str(device)})})
+    if run.train.pretrain_epochs:
+        raise ValueError("train.pretrain_epochs is not supported by distributed training yet")
+
+    bundle = load_bundle(run.data)
+    data = split_tensors(bundle, run)
+    seed_everything(run.train.seed)  # the same initial weights on every rank
+    core = CMMD(model_config(run, bundle.spec)).to(device)
+    optimizer = torch.optim.Adam(core.parameters(), lr=run.train.lr)
+    gen = seed_everything(run.train.seed + 7919 * rank)  # own noise and shuffling per rank
+    resume = ResumeState()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resume = load_checkpoint(folder, rank, core, optimizer, gen)
+        if not resume.rng_restored:
+            gen = seed_everything(run.train.seed + 7919 * rank + 104729 * resume.epoch)
+    model = ray.train.torch.prepare_model(core, move_to_device=False)
+    gauges = None
+    if rank == 0:
+        from cmmd_dist.train.metrics import EpochGauges
+
+        gauges = EpochGauges(config["name"], bundle.spec.name)
+    history = fit(run, model, core, optimizer, data, gen, resume, rank, world, config.get("crash"), gauges)
+    if rank != 0:
+        return None
+    return {"dataset": bundle.spec.name, "history": history, "epochs_run": history[-1]["epoch"] if history else 0,
+            "best_epoch": resume.best_epoch, "val_metric": resume.best_metric, "workers": world,
+            "test": evaluate_model(core, data["test"]), "model_config": asdict(core.cfg)}
+
+
+def _group_mean(m: dict, device: torch.device, world: int) -> dict:
+    """Epoch loss terms averaged over ranks (equal shards), and the group's samples/s."""
+    vals = torch.tensor([m.get(k, 0.0) for k in TERMS] + [m["rows"], m["seconds"]], dtype=torch.float64, device=device)
+    if world > 1:
+        total = vals[:-1].clone()
+        dist.all_reduce(total)
+        longest = vals[-1:].clone()
+        dist.all_reduce(longest, op=dist.ReduceOp.MAX)
+        vals = torch.cat([total[:-1] / world, total[-1:], longest])
+    out = {f"train_{k}": float(v) for k, v in zip(TERMS, vals[: len(TERMS)])}
+    rows, seconds = float(vals[-2]), float(vals[-1])
+    out.update(train_rows=rows, train_seconds=seconds, samples_per_s=rows / seconds if seconds > 0 else 0.0)
+    return out
+
+
+def fit(run: RunConfig, model, core: CMMD, optimizer, data: dict, gen: torch.Generator, resume: ResumeState,
+        rank: int, world: int, crash: CrashOnce | None = None, gauges=None) -> list[dict]:
+    """Epochs ``resume.epoch + 1 .. train.epochs``: train, validate (rank 0), checkpoint and report every epoch."""
+    w = loss_weights(run)
+    shard = data["train"].shard(rank, world)
+    gather = gather_for(run.loss.mmd_scope)
+    device = next(core.parameters()).device
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if run.distributed.bf16 else None
+    resumed_from = resume.epoch  # completed epochs this attempt started from (0: a fresh start)
+    for epoch in range(resume.epoch + 1, run.train.epochs + 1):
+        batches = iterate_batches(shard, run.train.batch_size, gen, start_batch=resume.batch)
+        m = train_epoch(model, core, batches, optimizer, w, gather=gather, world_size=world, autocast=autocast,
+                        on_step=crash.hook(epoch, rank) if crash else None)
+        row = {"epoch": epoch, "resumed_from": resumed_from, **_group_mean(m, device, world)}
+        if rank == 0:
+            val = evaluate_model(core, data["val"], with_collapse=False)
+            row.update(val_metric=val["metric"], val_rmse=val["rmse"],
+                       val_loss=evaluate_loss(core, iterate_batches(data["val"], 1024, shuffle=False), w)["loss"])
+            if val["metric"] < resume.best_metric:
+                resume.best_metric, resume.best_epoch = val["metric"], epoch
+            if gauges is not None:
+                gauges.record(row)
+        resume.history.append(row)
+        resume.epoch, resume.batch = epoch, 0
+        with tempfile.TemporaryDirectory() as folder:
+            save_checkpoint(folder, rank, core, optimizer, gen, resume)
+            ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(folder),
+                             checkpoint_dir_name=f"checkpoint_epoch_{epoch:05d}")
+    return resume.history
+
+
+def run_distributed(run: RunConfig, s3: S3Settings | None = None, crash: CrashOnce | None = None,
+                    log=print) -> tuple[dict, Path]:
+    """Fit on Ray Train; write config.yaml, history.jsonl, metrics.json, model.pt under ``output_dir``."""
+    t0 = time.time()
+    result = setup(run, s3, crash).fit()
+    results = dict(result.return_value)
+    results.update(seconds=time.time() - t0, checkpoint=result.checkpoint.path,
+                   reported_epochs=[int(e) for e in result.metrics_dataframe["epoch"]])
+    name = Path(run.data.dataset).name
+    out = Path(run.output_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{run.train.seed}-w{run.distributed.workers}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(run.model_dump(), sort_keys=False))
+    with open(out / "history.jsonl", "w") as f:
+        for row in results["history"]:
+            f.write(json.dumps(row) + "\n")
+    meta = {k: v for k, v in results.items() if k not in ("history", "model_config")}
+    (out / "metrics.json").write_text(json.dumps(meta, indent=2, default=str))
+    with result.checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+    torch.save({"state_dict": state["model"], "model_config": results["model_config"]}, out / "model.pt")
+    log(f"distributed run: {results['epochs_run']} epochs on {results['workers']} workers; checkpoints {result.checkpoint.path}")
+    return results, out
