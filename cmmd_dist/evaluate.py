@@ -31,7 +31,7 @@ def predict(core: CMMD, data: SplitTensors, batch_size: int = 1024) -> dict[str,
         b = data.rows(slice(start, start + batch_size))
         pred = core.predict(b["obs"])
         xo = core.flat_obs(b["obs"])
-        xm = torch.cat([b["mis"][m.name].flatten(1) for m in core.cfg.missing], dim=-1)
+        xm = torch.cat([b["mis"][m.name].flatten(1) for m in core.cfg.missing] + [xo[:, :0]], dim=-1)
         mu_q, logvar_q = core.encoder(torch.cat([xo, xm, core.label_input(b["y"], xo.shape[0], xo.device)], -1))
         row = {"z": pred["z"], "logvar_p": pred["logvar"], "probs": pred["probs"], "mu_q": mu_q, "logvar_q": logvar_q}
         for m in core.cfg.missing:
@@ -85,7 +85,7 @@ def evaluate_model(core: CMMD, data: SplitTensors, with_collapse: bool = True) -
         truth = data.mis[m.name].cpu().numpy().reshape(len(y), -1)
         rmses[m.name] = float(np.sqrt(np.mean((p[f"gen:{m.name}"].reshape(len(y), -1) - truth) ** 2)))
     out["rmse_by_modality"] = rmses
-    out["rmse"] = float(np.mean(list(rmses.values())))
+    out["rmse"] = float(np.mean(list(rmses.values()))) if rmses else float("nan")
     if with_collapse:
         out["collapse_eps"] = [float(e) for e in COLLAPSE_EPS]
         out["collapse"] = collapse_curve(p["mu_q"], p["logvar_q"], p["z"], p["logvar_p"])

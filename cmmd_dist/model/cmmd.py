@@ -102,8 +102,6 @@ class CMMD(nn.Module):
         super().__init__()
         if not cfg.observed:
             raise ValueError("CMMD needs at least one observed modality")
-        if not cfg.missing:
-            raise ValueError("CMMD needs at least one missing modality")
         self.cfg = cfg
         self.obs_dim = sum(m.size for m in cfg.observed)
         enc_in = self.obs_dim + sum(m.size for m in cfg.missing) + cfg.num_classes
@@ -155,7 +153,8 @@ class CMMD(nn.Module):
     def forward(self, batch: dict, n_samples: int = 1, use_label: bool = True) -> CMMDOutput:
         obs, mis = batch["obs"], batch["mis"]
         xo = self.flat_obs(obs)
-        xm = torch.cat([mis[m.name].flatten(1) for m in self.cfg.missing], dim=-1)
+        # no missing modality (e.g. mst with all three observed): no decoder, REC = 0
+        xm = torch.cat([mis[m.name].flatten(1) for m in self.cfg.missing] + [xo[:, :0]], dim=-1)
         c = self.label_input(batch.get("y") if use_label else None, xo.shape[0], xo.device)
         mu_q, logvar_q = self.encoder(torch.cat([xo, xm, c], dim=-1))
         mu_p, logvar_p = self.prior(obs)

@@ -52,7 +52,7 @@ def cmmd_loss(
     with_classifier: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(total loss, detached terms {'rec','kl','mmd','ce','loss'}) of one batch."""
-    rec = 0.0
+    rec = torch.zeros((), device=out.mu_q.device)
     for m in model.cfg.missing:
         x = batch["mis"][m.name].flatten(1)
         rec = rec - model.likelihoods[m.name].log_prob(out.dec_params[m.name], x).mean()
