@@ -54,6 +54,24 @@ class CMMDConfig:
     feature_nets: tuple[tuple[str, str], ...] = ()  # (modality, "mlp"|"conv")
     decoder_nets: tuple[tuple[str, str], ...] = ()
 
+    def to_dict(self) -> dict:
+        """Plain JSON-ready form (what checkpoints and registered models store)."""
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CMMDConfig":
+        """Inverse of ``to_dict`` (lists from JSON become tuples again)."""
+        d = dict(d)
+        for key in ("observed", "missing"):
+            d[key] = tuple(ModalityDef(m["name"], tuple(m["shape"]), m["likelihood"]) for m in d[key])
+        for key in ("encoder_hidden", "prior_hidden", "decoder_hidden", "classifier_hidden"):
+            d[key] = tuple(d[key])
+        for key in ("feature_nets", "decoder_nets"):
+            d[key] = tuple(tuple(p) for p in d[key])
+        return cls(**d)
+
 
 @dataclass
 class CMMDOutput:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -135,5 +134,5 @@ def run_training(run: RunConfig, log=print) -> tuple[dict, Path]:
         results = fit(run, bundle, log=log, on_epoch=write_row)
     results["seconds"] = time.time() - t0
     (out / "metrics.json").write_text(json.dumps({k: v for k, v in _json_ready(results).items() if k != "history"}, indent=2))
-    torch.save({"state_dict": results["model"].state_dict(), "model_config": asdict(results["model_config"])}, out / "model.pt")
+    torch.save({"state_dict": results["model"].state_dict(), "model_config": results["model_config"].to_dict()}, out / "model.pt")
     return results, out

@@ -91,3 +91,12 @@ def test_model_package_is_pure_torch():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_config_round_trips_through_json():
+    import json
+
+    cfg = CMMDConfig(observed=(ModalityDef("m", (28, 28)), ModalityDef("t", (8, 71), "categorical")),
+                     missing=(ModalityDef("s", (3, 32, 32)),), num_classes=10, zdim=5,
+                     feature_nets=(("t", "conv"),), decoder_nets=(("s", "conv"),))
+    assert CMMDConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
