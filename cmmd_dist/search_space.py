@@ -1,0 +1,172 @@
+"""Declarative search spaces (``search_spaces/<dataset>.yaml``) parsed into typed objects.
+
+A space names distributions over dotted run-config paths (``loss.lam``, ``train.lr``, ``model.zdim``)
+plus two derived kinds per network, ``model.<net>_depth`` and ``model.<net>_width``, which become
+``model.<net>_hidden = [width] * depth``. ``fixed`` holds run-config values shared by every trial;
+``presets`` (e.g. ``paper``, ``smoke``) override parts of the space.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cmmd_dist.config import RunConfig
+
+__all__ = ["Distribution", "Folds", "SearchSpace", "Preset", "load_search_space", "apply_params", "NETS"]
+
+NETS = ("encoder", "prior", "decoder", "classifier")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Distribution(_Strict):
+    """One searched value: uniform / loguniform / int (inclusive bounds) / choice / grid."""
+
+    dist: Literal["uniform", "loguniform", "int", "choice", "grid"] = Field(description="distribution kind")
+    low: float | None = Field(None, description="lower bound (uniform, loguniform, int)")
+    high: float | None = Field(None, description="upper bound (uniform, loguniform, int), inclusive for int")
+    values: list[Any] | None = Field(None, description="options (choice, grid)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Distribution":
+        if self.dist in ("choice", "grid"):
+            if not self.values:
+                raise ValueError(f"{self.dist}: 'values' must be a non-empty list")
+        else:
+            if self.low is None or self.high is None:
+                raise ValueError(f"{self.dist}: needs both 'low' and 'high'")
+            if self.low > self.high or (self.low == self.high and self.dist != "int"):
+                raise ValueError(f"{self.dist}: low ({self.low}) must be below high ({self.high})")
+            if self.dist == "loguniform" and self.low <= 0:
+                raise ValueError(f"loguniform: low must be > 0, got {self.low}")
+        return self
+
+    def bounds(self) -> list[float]:
+        return list(self.values) if self.dist in ("choice", "grid") else [self.low, self.high]  # type: ignore[list-item]
+
+
+class Folds(_Strict):
+    """Cross-validation inside every trial, over the train+val rows (test stays untouched)."""
+
+    k: int = Field(3, ge=2, description="number of folds")
+    strategy: Literal["stratified", "kfold", "grouped"] = Field(
+        "stratified", description="stratified by class, plain k-fold, or grouped by the dataset's group column"
+    )
+    seed: int = Field(0, description="seed of the fold assignment")
+
+
+class Preset(_Strict):
+    """Overrides of a named preset: its own fixed values, params (replacing same-named ones), folds, searcher."""
+
+    description: str = ""
+    fixed: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    params: dict[str, Distribution] = Field(default_factory=dict)
+    replace_params: bool = Field(False, description="params replace the space's params instead of updating them")
+    folds: Folds | None = None
+    searcher: Literal["optuna", "grid"] | None = None
+    num_trials: int | None = Field(None, ge=1)
+    workers_per_trial: int | None = Field(None, ge=1)
+
+
+class SearchSpace(_Strict):
+    """What a sweep searches for one dataset."""
+
+    dataset: str = Field(description="dataset name (registry) this space is for")
+    metric: str = Field("cv_metric", description="the reported metric that ranks trials")
+    mode: Literal["min", "max"] = Field("min", description="min for error / 1-mAP, max for accuracy or mAP")
+    folds: Folds = Field(default_factory=Folds)
+    fixed: dict[str, dict[str, Any]] = Field(default_factory=dict, description="run-config values shared by every trial")
+    params: dict[str, Distribution] = Field(default_factory=dict, description="dotted run-config path -> distribution")
+    presets: dict[str, Preset] = Field(default_factory=dict)
+    num_trials: int = Field(20, ge=1)
+    workers_per_trial: int = Field(1, ge=1)
+    searcher: Literal["optuna", "grid"] = "optuna"
+
+    @model_validator(mode="after")
+    def _check(self) -> "SearchSpace":
+        for name, p in [("params", self.params)] + [(f"presets.{k}.params", v.params) for k, v in self.presets.items()]:
+            for key, dist in p.items():
+                _check_param(f"{name}.{key}", key, dist)
+        for key, section in [("fixed", self.fixed)] + [(f"presets.{k}.fixed", v.fixed) for k, v in self.presets.items()]:
+            _check_fixed(key, section)
+        return self
+
+    def with_preset(self, name: str | None) -> "SearchSpace":
+        """The space with a preset applied (or itself for None)."""
+        if name is None:
+            return self
+        if name not in self.presets:
+            raise KeyError(f"search space for {self.dataset!r} has no preset {name!r}; it has {sorted(self.presets)}")
+        p = self.presets[name]
+        fixed = {s: dict(v) for s, v in self.fixed.items()}
+        for section, values in p.fixed.items():
+            fixed.setdefault(section, {}).update(values)
+        params = dict(p.params) if p.replace_params else {**self.params, **p.params}
+        return self.model_copy(update={
+            "fixed": fixed, "params": params, "folds": p.folds or self.folds, "presets": {},
+            "searcher": p.searcher or self.searcher, "num_trials": p.num_trials or self.num_trials,
+            "workers_per_trial": p.workers_per_trial or self.workers_per_trial,
+        })
+
+
+def _check_param(where: str, key: str, dist: Distribution) -> None:
+    section, _, field = key.partition(".")
+    if section not in ("data", "model", "loss", "train") or not field:
+        raise ValueError(f"{where}: not a run-config path (use model.*, loss.*, train.*)")
+    derived = section == "model" and any(field in (f"{n}_depth", f"{n}_width") for n in NETS)
+    model_cls = RunConfig.model_fields[section].annotation
+    if not derived and field not in model_cls.model_fields:  # type: ignore[union-attr]
+        raise ValueError(f"{where}: {section} has no field {field!r}")
+    if key == "loss.lam" and any(isinstance(v, (int, float)) and not 0 <= v <= 1 for v in dist.bounds()):
+        raise ValueError(f"{where}: lambda must lie in [0, 1], got {dist.bounds()}")
+
+
+def _check_fixed(where: str, fixed: dict[str, dict[str, Any]]) -> None:
+    try:
+        RunConfig.model_validate({s: v for s, v in fixed.items()})
+    except ValidationError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def apply_params(base: dict, params: dict[str, Any]) -> dict:
+    """Nested run-config overrides from flat sampled params (derived depth/width folded into *_hidden)."""
+    out = {s: dict(v) for s, v in base.items()}
+    nets: dict[str, dict[str, int]] = {}
+    for key, value in params.items():
+        section, _, field = key.partition(".")
+        for n in NETS:
+            if field in (f"{n}_depth", f"{n}_width"):
+                nets.setdefault(n, {})[field.rsplit("_", 1)[1]] = int(value)
+                break
+        else:
+            out.setdefault(section, {})[field] = value
+    for n, dw in nets.items():
+        current = out.get("model", {}).get(f"{n}_hidden") or [64]
+        depth, width = dw.get("depth", len(current)), dw.get("width", current[0] if current else 64)
+        out.setdefault("model", {})[f"{n}_hidden"] = [width] * depth
+    return out
+
+
+def load_search_space(path_or_dataset: str | Path, root: str | Path = "search_spaces") -> SearchSpace:
+    """A SearchSpace from a YAML path, or from ``<root>/<dataset>.yaml`` given a dataset name."""
+    p = Path(path_or_dataset)
+    if not p.suffix:
+        p = Path(root) / f"{path_or_dataset}.yaml"
+        if not p.exists():
+            from importlib import resources
+
+            packaged = Path(str(resources.files("cmmd_dist"))).parent / "search_spaces" / p.name
+            p = packaged if packaged.exists() else p
+    if not p.exists():
+        raise FileNotFoundError(f"no search space {p}")
+    raw = yaml.safe_load(p.read_text()) or {}
+    try:
+        return SearchSpace.model_validate(raw)
+    except ValidationError as e:
+        raise ValueError(f"{p}: invalid search space:\n{e}") from None
