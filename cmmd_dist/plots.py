@@ -1,0 +1,182 @@
+"""PNG figures a person would rather look at than read (matplotlib Figure objects: no display, no pyplot).
+
+Each function returns a ``matplotlib.figure.Figure``; ``save_png(fig, path)`` writes it and
+``Tracker.log_final(run, metrics, {"name.png": fig})`` logs it. ``report_figures`` makes every
+figure that fits a trained model and its test split in one call:
+
+    figs = report_figures(core, test, history=results["history"], trials=trial_rows,
+                    collapse={"best": (eps, curve), "lambda=1": (eps, curve1)})
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure  # no pyplot: no global backend, no figure registry to leak into
+
+__all__ = [
+    "learning_curves",
+    "collapse_curves",
+    "lambda_scatter",
+    "latent_embedding",
+    "generation_grid",
+    "top_tags",
+    "report_figures",
+    "save_png",
+]
+
+_LOSS_TERMS = ("train_loss", "train_rec", "train_kl", "train_mmd", "train_ce")
+
+
+def save_png(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=100)
+    return path
+
+
+def learning_curves(history: list[dict]) -> Figure:
+    """Loss terms and the validation metric per epoch (training-stage rows of a history)."""
+    rows = [r for r in history if r.get("stage", "train") == "train"]
+    epochs = [r["epoch"] for r in rows]
+    terms = [k for k in _LOSS_TERMS if any(k in r for r in rows)]
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
+    for k in terms:
+        axes[0].plot(epochs, [r.get(k, np.nan) for r in rows], marker=".", label=k.removeprefix("train_"))
+    axes[0].set(xlabel="epoch", ylabel="train loss term", title="loss terms", yscale="symlog")
+    axes[0].legend(fontsize=8)
+    for k in ("val_metric", "cv_mean"):
+        if any(k in r for r in rows):
+            axes[1].plot(epochs, [r.get(k, np.nan) for r in rows], marker=".", label=k)
+    axes[1].set(xlabel="epoch", ylabel="lower is better", title="validation")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def collapse_curves(curves: dict[str, tuple]) -> Figure:
+    """Fraction of collapsed latent dims vs eps (nats), one line per model (the paper's Fig. 2)."""
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
+    for label, (eps, frac) in curves.items():
+        ax.plot(eps, frac, marker=".", label=label)
+    ax.set(xlabel="eps (nats)", ylabel="fraction of collapsed dims", ylim=(-0.02, 1.02), title="posterior collapse")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def lambda_scatter(trials: list[dict], metric: str = "cv_mean", lam: str = "lam") -> Figure:
+    """lambda against the cross-validated metric, one point per trial (error bars from ``cv_std`` if given)."""
+    pts = [t for t in trials if t.get(lam) is not None and t.get(metric) is not None]
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
+    x = np.array([float(t[lam]) for t in pts])
+    y = np.array([float(t[metric]) for t in pts])
+    err = np.array([float(t.get("cv_std") or 0.0) for t in pts])
+    ax.errorbar(x, y, yerr=err if err.any() else None, fmt="o", capsize=3)
+    if len(pts):
+        best = int(np.argmin(y))
+        ax.plot(x[best], y[best], "r*", markersize=14, label=f"best lambda={x[best]:.2f}")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="lambda", ylabel=metric, xlim=(-0.05, 1.05), title="lambda vs CV metric")
+    fig.tight_layout()
+    return fig
+
+
+def _pca2(z: np.ndarray) -> np.ndarray:
+    z = z - z.mean(0)
+    if z.shape[1] < 2:
+        return np.hstack([z, np.zeros((len(z), 1))])
+    _, _, vt = np.linalg.svd(z, full_matrices=False)
+    return z @ vt[:2].T
+
+
+def latent_embedding(z: np.ndarray, labels: np.ndarray) -> Figure:
+    """2-D PCA of latents coloured by class (multi-hot labels: by their first positive class)."""
+    labels = np.asarray(labels)
+    cls = labels.argmax(1) if labels.ndim == 2 else labels
+    xy = _pca2(np.asarray(z, dtype=np.float64))
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=cls, cmap="tab10" if cls.max() < 10 else "tab20", s=8)
+    fig.colorbar(sc, ax=ax, label="class")
+    ax.set(xlabel="PC 1", ylabel="PC 2", title="test latents mu_p(x_o)")
+    fig.tight_layout()
+    return fig
+
+
+def _as_image(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    img = np.asarray(x, dtype=np.float64).reshape(shape)
+    if img.ndim == 3:  # channels first -> last
+        img = np.moveaxis(img, 0, -1)
+    lo, hi = float(img.min()), float(img.max())
+    return (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+
+
+def generation_grid(truth: np.ndarray, generated: np.ndarray, shape: tuple[int, ...], n: int = 8,
+                    title: str = "") -> Figure:
+    """Top row: the true missing modality; bottom row: generated from x_o alone."""
+    n = min(n, len(truth))
+    fig = Figure(figsize=(1.3 * n, 2.9))
+    axes = fig.subplots(2, n, squeeze=False)
+    for i in range(n):
+        for row, (data, name) in enumerate(((truth, "truth"), (generated, "generated"))):
+            ax = axes[row, i]
+            ax.imshow(_as_image(data[i], shape), cmap="gray")
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_ylabel(name)
+    fig.suptitle(title or "missing modality")
+    fig.tight_layout()
+    return fig
+
+
+def top_tags(probs: np.ndarray, truth: np.ndarray, vocab: list[str] | None = None, n: int = 6, k: int = 5) -> Figure:
+    """Per example: the k most probable generated tags (bold: in the true tags)."""
+    n = min(n, len(probs))
+    vocab = vocab or [f"tag{j}" for j in range(probs.shape[1])]
+    fig = Figure(figsize=(8, 0.6 + 0.45 * n))
+    ax = fig.subplots()
+    ax.axis("off")
+    for i in range(n):
+        top = np.argsort(-probs[i])[:k]
+        words = [f"{vocab[j]} ({probs[i, j]:.2f})" + ("*" if truth[i, j] > 0.5 else "") for j in top]
+        ax.text(0.0, 1 - (i + 0.5) / n, f"example {i}: " + ", ".join(words), fontsize=9, va="center",
+                transform=ax.transAxes)
+    ax.set_title("top generated tags (* = true tag)")
+    return fig
+
+
+def report_figures(core, test, history: list[dict] | None = None, trials: list[dict] | None = None,
+                   collapse: dict[str, tuple] | None = None, n_points: int = 1000) -> dict[str, Figure]:
+    """Every figure that fits: learning curves, collapse, lambda scatter, embedding, images or tags.
+
+    ``test``: SplitTensors of the test split; ``collapse`` extra curves name -> (eps, fractions)
+    (the model's own curve is added as "this model")."""
+    from cmmd_dist.evaluate import COLLAPSE_EPS, collapse_curve, predict
+    from cmmd_dist.train.batches import SplitTensors
+
+    sub = test.rows(slice(0, n_points))
+    p = predict(core, SplitTensors(obs=sub["obs"], mis=sub["mis"], y=sub["y"]))
+    y = sub["y"].cpu().numpy()
+    figs: dict[str, Figure] = {}
+    if history:
+        figs["learning_curves.png"] = learning_curves(history)
+    curves = {"this model": (COLLAPSE_EPS, collapse_curve(p["mu_q"], p["logvar_q"], p["z"], p["logvar_p"])),
+              **(collapse or {})}
+    figs["posterior_collapse.png"] = collapse_curves(curves)
+    if trials:
+        figs["lambda_vs_cv.png"] = lambda_scatter(trials)
+    figs["latent_embedding.png"] = latent_embedding(p["z"], y)
+    for m in core.cfg.missing:
+        truth = sub["mis"][m.name].cpu().numpy()
+        gen = p[f"gen:{m.name}"]
+        if m.likelihood != "categorical" and len(m.shape) >= 2:
+            figs[f"generated_{m.name}.png"] = generation_grid(truth, gen, m.shape, title=f"{m.name}: truth vs generated")
+        elif m.likelihood == "bernoulli":
+            figs[f"top_tags_{m.name}.png"] = top_tags(gen.reshape(len(gen), -1), truth.reshape(len(truth), -1))
+    return figs
