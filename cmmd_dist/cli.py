@@ -100,8 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(t)
     t.set_defaults(func=cmd_train)
     from cmmd_dist.datasets.prepare import add_data_subcommand
+    from cmmd_dist.models_cli import add_models_subcommand
 
     add_data_subcommand(sub)
+    add_models_subcommand(sub)
     return parser
 
 

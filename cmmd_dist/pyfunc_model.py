@@ -1,0 +1,123 @@
+"""The registered CMMD as an MLflow pyfunc model (models from code: this FILE is what gets logged).
+
+    model = mlflow.pyfunc.load_model("models:/cmmd-digits2v@champion")
+    model.predict(df, params={"task": "classify"})   # label (argmax, or the list of classes >= 0.5) + probs
+    model.predict(df, params={"task": "generate"})   # one column per missing modality, flattened
+    model.predict(df, params={"task": "embed"})      # z: the prior mean mu_p(x_o)
+
+``df`` has one column per OBSERVED modality, each cell the flattened example (a Parquet
+``list<float32>`` column reads back exactly so). The model folder holds ``model.pt``
+(state_dict + CMMDConfig.to_dict()), ``spec.json`` (the dataset spec + scenario) and ``metrics.json``.
+The package ``cmmd_dist`` must be importable where the model is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+__all__ = ["TASKS", "CMMDPyfunc", "load_files", "frame_to_obs", "rows_frame", "signature", "requirements"]
+
+TASKS = ("classify", "generate", "embed")
+
+
+def load_files(folder: str | Path):
+    """(CMMD in eval mode, DatasetSpec, metrics) from a folder with model.pt, spec.json, metrics.json."""
+    import torch
+
+    from cmmd_dist.datasets.shards import spec_from_dict
+    from cmmd_dist.model import CMMD, CMMDConfig
+
+    folder = Path(folder)
+    ckpt = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    core = CMMD(CMMDConfig.from_dict(ckpt["model_config"]))
+    core.load_state_dict(ckpt["state_dict"])
+    core.eval()
+    spec = spec_from_dict(json.loads((folder / "spec.json").read_text()), where=str(folder / "spec.json"))
+    metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
+    return core, spec, metrics
+
+
+def rows_frame(arrays: dict[str, np.ndarray]) -> pd.DataFrame:
+    """name -> (n, *shape) arrays as a DataFrame of flattened float32 cells (the model's input form)."""
+    return pd.DataFrame({k: list(np.asarray(v, dtype=np.float32).reshape(len(v), -1)) for k, v in arrays.items()})
+
+
+def frame_to_obs(df: pd.DataFrame, observed) -> dict:
+    """Observed-modality tensors (n, *shape) from ``df``; a ValueError names a missing or wrong-width column."""
+    import torch
+
+    obs = {}
+    for m in observed:
+        if m.name not in df.columns:
+            raise ValueError(f"input has no column {m.name!r} (observed modality, {m.size} floats per row); "
+                             f"columns: {list(df.columns)}")
+        try:
+            arr = np.stack([np.asarray(v, dtype=np.float32).reshape(-1) for v in df[m.name]]) if len(df) else \
+                np.zeros((0, m.size), np.float32)
+        except ValueError as err:
+            raise ValueError(f"column {m.name!r}: rows differ in width, expected {m.size} floats each") from err
+        if arr.shape[1] != m.size:
+            raise ValueError(f"column {m.name!r} has {arr.shape[1]} floats per row, expected {m.size} "
+                             f"(shape {tuple(m.shape)} flattened)")
+        obs[m.name] = torch.from_numpy(arr).reshape(len(arr), *m.shape)
+    return obs
+
+
+def _cells(a: np.ndarray) -> list[np.ndarray]:
+    return list(a.reshape(len(a), -1).astype(np.float32))
+
+
+class CMMDPyfunc(mlflow.pyfunc.PythonModel):
+    """classify / generate / embed from the observed modalities alone."""
+
+    def load_context(self, context):
+        self.core, self.spec, self.metrics = load_files(Path(context.artifacts["model"]).parent)
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        import torch
+
+        task = (params or {}).get("task", "classify")
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; one of {TASKS}")
+        obs = frame_to_obs(pd.DataFrame(model_input), self.core.cfg.observed)
+        n = len(model_input)
+        parts: dict[str, list[np.ndarray]] = {}
+        with torch.no_grad():
+            for s in range(0, n, 1024):
+                pred = self.core.predict({k: v[s:s + 1024] for k, v in obs.items()})
+                parts.setdefault("z", []).append(pred["z"].numpy())
+                parts.setdefault("probs", []).append(pred["probs"].numpy())
+                for name, g in pred["generated"].items():
+                    parts.setdefault(name, []).append(g.numpy())
+        out = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()}
+        if task == "embed":
+            return pd.DataFrame({"z": _cells(out["z"])}) if n else pd.DataFrame({"z": []})
+        if task == "generate":
+            return pd.DataFrame({m.name: _cells(out[m.name]) if n else [] for m in self.core.cfg.missing})
+        probs = out["probs"].reshape(n, -1)
+        labels = [list(np.flatnonzero(p >= 0.5)) for p in probs] if self.core.cfg.multilabel else probs.argmax(1)
+        return pd.DataFrame({"label": labels, "probs": _cells(probs) if n else []})
+
+
+def signature(observed: list[str]):
+    """Input: one Array(double) column per observed modality; params: task (default classify)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(inputs=Schema([ColSpec(Array("double"), name) for name in observed]),
+                          params=ParamSchema([ParamSpec("task", "string", "classify")]))
+
+
+def requirements() -> list[str]:
+    """Pinned where it matters; given explicitly so logging does not spend seconds inferring them."""
+    import torch
+
+    return [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy", "pandas", "pyarrow"]
+
+
+mlflow.models.set_model(CMMDPyfunc())

@@ -1,0 +1,300 @@
+"""Everything MLflow: where tracking lives, sweep / trial / retrain runs, artifacts, the model registry.
+
+    tracker = Tracker()                      # --mlflow URI > MLFLOW_TRACKING_URI > sqlite:///<cwd>/mlruns.db
+    parent = tracker.start_sweep("digits2v", None, search_space, tags={"ray_job_id": ...})
+    run = tracker.trial_run(parent, "trial-0003", flat_config)   # a restarted trial gets its own run back
+    tracker.log_epoch(run, epoch, {"cv_mean": ..., "fold0/val_metric": ...})
+    tracker.end_run(run)
+    final = tracker.retrain_run(parent, best_config)
+    tracker.log_final(final, test_metrics, {"learning_curves.png": fig, "summary.json": summary})
+    uri = tracker.register_best(final, core, spec, test_metrics, "digits2v", None, example_rows)
+    core, spec = pull("cmmd-digits2v")       # torch model (eval mode) + DatasetSpec
+
+The embedded default keeps runs in ``<cwd>/mlruns.db`` and artifacts in ``<cwd>/mlartifacts``; a
+shared ``mlflow server`` (SQL backend, ``--artifacts-destination s3://...``) is selected by URI.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["TrackingError", "Tracker", "resolve_tracking_uri", "registered_name", "pull", "CHAMPION"]
+
+CHAMPION = "champion"
+_PARAM_MAX = 6000
+
+
+class TrackingError(RuntimeError):
+    """A tracking problem a user can act on (unreachable server, unknown model or alias)."""
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """``uri`` (``--mlflow``), else MLFLOW_TRACKING_URI, else the embedded ``sqlite:///<cwd>/mlruns.db``."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{Path.cwd().resolve() / 'mlruns.db'}"
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Artifacts beside a SQLite store (``mlartifacts``); a server decides for itself (None)."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    return None
+
+
+def _check_reachable(uri: str, timeout: float = 5.0) -> None:
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()
+    except requests.RequestException as err:
+        raise TrackingError(
+            f"MLflow tracking server {uri} is unreachable ({type(err).__name__}: {err}). Start it "
+            "(mlflow server --backend-store-uri ... --artifacts-destination ... --serve-artifacts) or drop "
+            "--mlflow / unset MLFLOW_TRACKING_URI to use the embedded store ./mlruns.db"
+        ) from err
+
+
+def registered_name(dataset: str, scenario: str | None = None, default_scenario: str | None = None) -> str:
+    """``cmmd-<dataset>``, or ``cmmd-<dataset>-<scenario>`` for a non-default scenario (safe characters)."""
+    name = f"cmmd-{dataset}"
+    if scenario and scenario != default_scenario:
+        name += f"-{scenario}"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def _numeric(metrics: dict) -> dict[str, float]:
+    """Finite scalars only (lists such as collapse curves go to artifacts, NaN is not a figure)."""
+    out = {}
+    for k, v in _flatten(metrics).items():
+        if isinstance(v, (bool, int, float, np.integer, np.floating)) and math.isfinite(float(v)):
+            out[k] = float(v)
+    return out
+
+
+def _param_text(v) -> str:
+    text = v if isinstance(v, str) else json.dumps(v, default=str)
+    return text[:_PARAM_MAX]
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class Tracker:
+    """One tracking store: sweep (parent) runs, trial and retrain (child) runs, metrics, artifacts, registry."""
+
+    def __init__(self, uri: str | None = None):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = resolve_tracking_uri(uri)
+        _check_reachable(self.uri)
+        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    # -- runs ------------------------------------------------------------------------------------
+    def experiment(self, name: str) -> str:
+        """The id of experiment ``name``, created when absent (safe when several processes race)."""
+        from mlflow.exceptions import MlflowException
+
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        root = _artifact_root(self.uri)
+        try:
+            return self.client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+        except MlflowException:
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def _find(self, experiment_id: str, filters: str):
+        runs = self.client.search_runs([experiment_id], filter_string=filters, max_results=1,
+                                       order_by=["attributes.start_time ASC"])
+        return runs[0] if runs else None
+
+    def start_sweep(self, dataset: str, scenario: str | None, search_space: dict, tags: dict | None = None,
+                    sweep_id: str | None = None, experiment: str | None = None) -> str:
+        """The parent run of a sweep; with ``sweep_id`` an interrupted sweep gets its parent run back."""
+        exp = self.experiment(experiment or registered_name(dataset, scenario))
+        if sweep_id:
+            found = self._find(exp, f"tags.kind = 'sweep' and tags.sweep_id = '{sweep_id}'")
+            if found is not None:
+                self.client.update_run(found.info.run_id, status="RUNNING")
+                return found.info.run_id
+        all_tags = {"kind": "sweep", "dataset": dataset, "scenario": scenario or "default", **(tags or {})}
+        if sweep_id:
+            all_tags["sweep_id"] = sweep_id
+        commit = _git_commit()
+        if commit:
+            all_tags.setdefault("git_commit", commit)
+            all_tags.setdefault("mlflow.source.git.commit", commit)
+        run = self.client.create_run(exp, tags={k: str(v) for k, v in all_tags.items()},
+                                     run_name=sweep_id or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_id = run.info.run_id
+        self.log_params(run_id, {f"space.{k}": v for k, v in _flatten(search_space).items()})
+        self.client.log_dict(run_id, search_space, "search_space.json")
+        return run_id
+
+    def trial_run(self, parent_run_id: str, trial_id: str, params: dict, kind: str = "trial") -> str:
+        """The child run of trial ``trial_id`` under the sweep; an existing one is reused (restarted trial)."""
+        parent = self.client.get_run(parent_run_id)
+        exp = parent.info.experiment_id
+        found = self._find(exp, f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.trial_id = '{trial_id}'")
+        if found is not None:
+            run_id = found.info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            tags = {"mlflow.parentRunId": parent_run_id, "trial_id": trial_id, "kind": kind,
+                    **{k: v for k, v in parent.data.tags.items() if k in ("dataset", "scenario", "sweep_id", "git_commit")}}
+            run_id = self.client.create_run(exp, tags=tags, run_name=trial_id).info.run_id
+        self.log_params(run_id, _flatten(params))
+        return run_id
+
+    def retrain_run(self, parent_run_id: str, params: dict) -> str:
+        """The child run of the final retrain on train+val (reused on resume like a trial)."""
+        return self.trial_run(parent_run_id, "retrain", params, kind="retrain")
+
+    def log_params(self, run_id: str, params: dict) -> None:
+        """Params not yet on the run (MLflow params are write-once; a resumed run keeps its first values)."""
+        from mlflow.entities import Param
+
+        have = self.client.get_run(run_id).data.params
+        new = [Param(k, _param_text(v)) for k, v in _flatten(params).items() if k not in have]
+        for i in range(0, len(new), 100):
+            self.client.log_batch(run_id, params=new[i:i + 100])
+
+    def log_epoch(self, run_id: str, epoch: int, metrics: dict) -> None:
+        """One epoch's figures at step ``epoch`` (nested dicts flattened with '.', non-finite values skipped)."""
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, v, ts, int(epoch)) for k, v in _numeric(metrics).items()]
+        for i in range(0, len(batch), 1000):
+            self.client.log_batch(run_id, metrics=batch[i:i + 1000])
+
+    def log_final(self, run_id: str, metrics: dict, artifacts: dict | None = None) -> None:
+        """Final figures (step 0) and artifacts: name -> file path, matplotlib Figure (PNG), dict (JSON/YAML), or text."""
+        self.log_epoch(run_id, 0, metrics)
+        for name, value in (artifacts or {}).items():
+            self.log_artifact(run_id, name, value)
+
+    def log_artifact(self, run_id: str, name: str, value) -> None:
+        if isinstance(value, (str, Path)) and Path(value).is_file():
+            self.client.log_artifact(run_id, str(value))
+        elif hasattr(value, "savefig"):
+            self.client.log_figure(run_id, value, name)
+        elif isinstance(value, (dict, list)):
+            self.client.log_dict(run_id, value, name)
+        else:
+            self.client.log_text(run_id, str(value), name)
+
+    def end_run(self, run_id: str, status: str = "FINISHED", pruned: bool = False) -> None:
+        """Close a run (FINISHED / FAILED / KILLED); ``pruned`` marks a trial the scheduler stopped early."""
+        if pruned:
+            self.client.set_tag(run_id, "pruned", "true")
+        self.client.set_terminated(run_id, status=status)
+
+    # -- registry --------------------------------------------------------------------------------
+    def register_best(self, run_id: str, core, spec, metrics: dict, dataset: str, scenario: str | None,
+                      input_example_rows: dict) -> str:
+        """Log ``core`` as a pyfunc model into ``run_id``, register it, point alias ``champion`` at it.
+
+        ``input_example_rows``: a few rows of each OBSERVED modality, name -> array (n, *shape).
+        Returns ``models:/<name>@champion``."""
+        import mlflow.pyfunc
+        import torch
+
+        from cmmd_dist import pyfunc_model
+        from cmmd_dist.datasets.shards import spec_to_dict
+
+        name = registered_name(dataset, scenario, spec.default_scenario)
+        observed = [m.name for m in core.cfg.observed]
+        example = pyfunc_model.rows_frame({k: np.asarray(input_example_rows[k]) for k in observed})
+        with tempfile.TemporaryDirectory() as tmp:
+            files = {"model": Path(tmp) / "model.pt", "spec": Path(tmp) / "spec.json", "metrics": Path(tmp) / "metrics.json"}
+            torch.save({"state_dict": core.state_dict(), "model_config": core.cfg.to_dict()}, files["model"])
+            files["spec"].write_text(json.dumps({**spec_to_dict(spec), "scenario": scenario or spec.default_scenario}))
+            files["metrics"].write_text(json.dumps(metrics, default=float))
+            # save + log + register by hand: the fluent log_model would repoint process-global URIs
+            mlflow.pyfunc.save_model(
+                path=str(Path(tmp) / "model"), python_model=pyfunc_model.__file__,
+                artifacts={k: str(v) for k, v in files.items()}, signature=pyfunc_model.signature(observed),
+                input_example=example, pip_requirements=pyfunc_model.requirements(),
+            )
+            self.client.log_artifacts(run_id, str(Path(tmp) / "model"), "model")
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(name, description=f"CMMD on {dataset}: observed {observed}")
+        except MlflowException:  # it exists already: a new version of it
+            self.client.get_registered_model(name)
+        source = f"{self.client.get_run(run_id).info.artifact_uri}/model"
+        version = str(self.client.create_model_version(name, source, run_id=run_id).version)
+        for key, value in {"dataset": dataset, "scenario": scenario or spec.default_scenario, "run_id": run_id,
+                           **{f"metric.{k}": v for k, v in _numeric(metrics).items()}}.items():
+            self.client.set_model_version_tag(name, version, key, str(value))
+        self.client.set_registered_model_alias(name, CHAMPION, version)
+        return f"models:/{name}@{CHAMPION}"
+
+    def model_version(self, name: str, alias: str = CHAMPION):
+        """The registered version behind ``name@alias``; a clear error for an unknown name or alias."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            model = self.client.get_registered_model(name)
+        except MlflowException as err:
+            known = sorted(m.name for m in self.client.search_registered_models())
+            raise TrackingError(f"no registered model {name!r} in {self.uri}; known: {known}") from err
+        if alias not in model.aliases:
+            raise TrackingError(f"registered model {name!r} has no alias {alias!r}; aliases: {sorted(model.aliases)}")
+        return self.client.get_model_version_by_alias(name, alias)
+
+    def download(self, name: str, alias: str = CHAMPION, dst: str | Path | None = None) -> Path:
+        """The pyfunc model folder of ``name@alias`` (MLmodel, artifacts/model.pt, spec.json, metrics.json)."""
+        import mlflow.artifacts
+
+        mv = self.model_version(name, alias)
+        dst = Path(dst or tempfile.mkdtemp(prefix="cmmd-model-"))
+        dst.mkdir(parents=True, exist_ok=True)
+        # the version's own artifact URI: a models:/ URI would resolve against the global registry URI
+        source = self.client.get_model_version_download_uri(name, mv.version)
+        got = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst), tracking_uri=self.uri)
+        return Path(got)
+
+
+def pull(name: str, alias: str = CHAMPION, uri: str | None = None):
+    """``(CMMD in eval mode, DatasetSpec)`` of registered model ``name@alias``."""
+    from cmmd_dist import pyfunc_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Tracker(uri).download(name, alias, tmp)
+        core, spec, _ = pyfunc_model.load_files(folder / "artifacts")
+    return core, spec
