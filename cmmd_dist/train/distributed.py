@@ -189,7 +189,7 @@ def run_distributed(run: RunConfig, s3: S3Settings | None = None, crash: CrashOn
     result = setup(run, s3, crash).fit()
     results = dict(result.return_value)
     results.update(seconds=time.time() - t0, checkpoint=result.checkpoint.path,
-                   reported_epochs=[int(e) for e in result.metrics_dataframe["epoch"]])
+                   reported_epochs=[int(e) for e in result.metrics_dataframe["epoch"]])  # of the kept checkpoints
     name = Path(run.data.dataset).name
     out = Path(run.output_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{run.train.seed}-w{run.distributed.workers}"
     out.mkdir(parents=True, exist_ok=True)

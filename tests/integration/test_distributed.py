@@ -4,6 +4,8 @@ checkpoint (local folder and SeaweedFS S3), the CLI entry, and the GPU path wher
 from __future__ import annotations
 
 import json
+import time
+import urllib.request
 
 import pytest
 import torch
@@ -43,14 +45,13 @@ def check_recovered(results, marker, epochs: int, crashed_epoch: int) -> None:
 
 
 def test_two_workers_recover_from_a_killed_worker(ray_session, tmp_path):
-    run = tiny_run(tmp_path, epochs=3, storage=str(tmp_path / "ray"))
+    run = tiny_run(tmp_path, epochs=3, storage=str(tmp_path / "ray"), name="local-recovery")
     marker = tmp_path / "crashed"
     results, out = run_distributed(run, crash=CrashOnce(str(marker), epoch=2, rank=1, step=1))
     check_recovered(results, marker, epochs=3, crashed_epoch=2)
-    ckpt = tmp_path / "ray" / run.distributed.name if run.distributed.name else None
-    saved = sorted(p.name for p in (tmp_path / "ray").glob("*/checkpoint_epoch_*"))
-    assert saved == [f"checkpoint_epoch_{e:05d}" for e in (1, 2, 3)], (ckpt, saved)
-    last = sorted((tmp_path / "ray").glob("*/checkpoint_epoch_00003"))[0]
+    saved = sorted(p.name for p in (tmp_path / "ray" / "local-recovery").glob("checkpoint_epoch_*"))
+    assert saved == [f"checkpoint_epoch_{e:05d}" for e in (1, 2, 3)]
+    last = tmp_path / "ray" / "local-recovery" / "checkpoint_epoch_00003"
     assert {p.name for p in last.iterdir()} >= {"state.pt", "rank0.pt", "rank1.pt"}
     state = torch.load(last / "state.pt", weights_only=False)
     assert state["epoch"] == 3 and [r["epoch"] for r in state["history"]] == [1, 2, 3]
@@ -80,6 +81,32 @@ def test_cli_trains_with_workers(ray_session, tmp_path, capsys):
     assert code == 0
     assert "test error" in capsys.readouterr().out
     assert len(list((tmp_path / "ray").glob("*/checkpoint_epoch_00001"))) == 1
+
+
+def test_epoch_gauges_reach_the_metrics_agent(ray_session):
+    """Where the node runs Ray's metrics agent (ray[default]), the gauges appear in its Prometheus text."""
+    port = ray_session.nodes()[0]["MetricsExportPort"]
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        urllib.request.urlopen(url, timeout=5).read()
+    except (OSError, ValueError):
+        pytest.skip(f"no Ray metrics agent on this node (export port {port}); needs ray[default]")
+
+    @ray_session.remote
+    def record() -> None:
+        from cmmd_dist.train.metrics import EpochGauges
+
+        EpochGauges("gauge-probe", "digits2v").record({"epoch": 1, "train_rec": 1.0, "train_kl": 2.0, "train_mmd": 0.5,
+                                                       "train_ce": 3.0, "val_metric": 0.1, "samples_per_s": 99.0})
+        time.sleep(12)  # outlive one export interval
+
+    ray_session.get(record.remote())
+    deadline, text = time.monotonic() + 60, ""
+    while 'run="gauge-probe"' not in text and time.monotonic() < deadline:
+        time.sleep(2)
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+    for term in ("rec", "kl", "mmd", "ce", "val_metric", "samples_per_s"):
+        assert any(line.startswith(f"ray_cmmd_train_{term}{{") and 'run="gauge-probe"' in line for line in text.splitlines())
 
 
 @pytest.mark.gpu

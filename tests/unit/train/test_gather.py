@@ -63,11 +63,13 @@ def _rank(rank: int, port: int, out: str) -> None:
     b, eps = rows(batch, noise, rank)
     fixed_noise(eps)
     results = {}
-    for scope in ("global", "local"):
+    hooks = {"global": gather_for("global"), "general": gather_for("global", replicated=False),
+             "local": gather_for("local")}
+    for scope, gather in hooks.items():
         torch.manual_seed(0)
         core = CMMD(CFG).double()
         ddp = torch.nn.parallel.DistributedDataParallel(core)
-        results[scope] = one_step(ddp, core, b, gather_for(scope), WORLD)
+        results[scope] = one_step(ddp, core, b, gather, WORLD)
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
@@ -102,14 +104,16 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_gathered_mmd_equals_single_process_mmd(runs):
     dist_results, (single_terms, _) = runs
     for r in dist_results:
-        torch.testing.assert_close(r["global"][0]["mmd"], single_terms["mmd"], rtol=1e-12, atol=0)
+        for scope in ("global", "general"):
+            torch.testing.assert_close(r[scope][0]["mmd"], single_terms["mmd"], rtol=1e-12, atol=0)
     assert float(single_terms["mmd"]) > 0
 
 
-def test_gathered_gradients_equal_single_process_gradients(runs):
+@pytest.mark.parametrize("scope", ["global", "general"])  # replicated backward (used) and the all-reduce form
+def test_gathered_gradients_equal_single_process_gradients(runs, scope):
     dist_results, (_, single_grads) = runs
     for r in dist_results:
-        grads = r["global"][1]
+        grads = r[scope][1]
         assert grads.keys() == single_grads.keys()
         for name, g in single_grads.items():
             assert _rel(grads[name], g) < 1e-5, name
