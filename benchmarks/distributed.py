@@ -14,7 +14,8 @@ runs on a 2-core machine, and one core per worker is how workers scale.
   per-worker batch 256 in both; ``cores`` is the machine's CPU count (the 2 workers use both).
 - mmd_overhead: 2 gloo ranks (torch.multiprocessing, DDP), median step time with the gathered MMD
   / with the MMD term replaced by 0 (``cmmd_dist.model.loss.mmd`` patched in the benchmark process),
-  minus 1. The settings alternate step by step (ABBA) inside the same processes so drift cancels.
+  minus 1; ``mmd_local_overhead`` is the same for the per-shard MMD (compute without the gathers).
+  The settings rotate step by step inside the same processes so drift cancels.
 """
 
 from __future__ import annotations
@@ -94,15 +95,17 @@ def _overhead_rank(rank: int, port: int, args, out: str) -> None:
     opt = torch.optim.Adam(core.parameters(), lr=1e-4)
     w, gather = loss_weights(run), gather_for("global")
     real_mmd = loss_module.mmd
-    times: dict[str, list[float]] = {"gathered": [], "off": []}
+    times: dict[str, list[float]] = {"gathered": [], "local": [], "off": []}
+    hooks = {"gathered": gather, "local": None, "off": None}
+    order = ("off", "gathered", "local", "local", "gathered", "off")  # every setting at every phase
     batches = list(iterate_batches(shard, 256, gen, drop_last=True))
-    warmup = 4
-    for i in range(warmup + 2 * args.steps):
-        mode = "off" if i % 4 in (0, 3) else "gathered"
-        loss_module.mmd = real_mmd if mode == "gathered" else (lambda zq, zp, gather=None: zq.new_zeros(()))
+    warmup = 6
+    for i in range(warmup + 3 * args.steps):
+        mode = order[i % len(order)]
+        loss_module.mmd = real_mmd if mode != "off" else (lambda zq, zp, gather=None: zq.new_zeros(()))
         dist.barrier()
         t0 = time.perf_counter()
-        train_step(model, core, batches[i % len(batches)], opt, w, gather=gather, world_size=2)
+        train_step(model, core, batches[i % len(batches)], opt, w, gather=hooks[mode], world_size=2)
         if i >= warmup:
             times[mode].append(time.perf_counter() - t0)
     if rank == 0:
@@ -117,9 +120,11 @@ def mmd_overhead(args) -> dict:
     out = str(Path(args.scratch, "mmd_steps.json"))
     mp.spawn(_overhead_rank, args=(port, args, out), nprocs=2, join=True)
     times = json.loads(Path(out).read_text())
-    on, off = statistics.median(times["gathered"]), statistics.median(times["off"])
-    return {"mmd_overhead": on / off - 1.0, "step_s_gathered": on, "step_s_mmd_off": off, "steps_each": len(times["off"]),
-            "mmd_overhead_of_means": statistics.mean(times["gathered"]) / statistics.mean(times["off"]) - 1.0}
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"mmd_overhead": med["gathered"] / med["off"] - 1.0,
+            "mmd_overhead_of_means": statistics.mean(times["gathered"]) / statistics.mean(times["off"]) - 1.0,
+            "mmd_local_overhead": med["local"] / med["off"] - 1.0,
+            "step_s_median": med, "steps_each": len(times["off"])}
 
 
 def main() -> None:

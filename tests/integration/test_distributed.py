@@ -74,8 +74,9 @@ def test_recovery_with_checkpoints_on_s3(ray_session, s3_server, tmp_path):
     assert {"state.pt", "rank0.pt", "rank1.pt"} <= names
 
 
-def test_cli_trains_with_workers(ray_session, tmp_path, capsys):
-    code = cli_main(["train", "--dataset", "digits2v", "--workers", "2", "--epochs", "1", "--limit", "128",
+def test_cli_trains_with_workers_in_bf16(ray_session, tmp_path, capsys):
+    """The CLI path with --workers (and bf16 autocast, on CPU here)."""
+    code = cli_main(["train", "--dataset", "digits2v", "--workers", "2", "--bf16", "--epochs", "1", "--limit", "128",
                      "--batch-size", "32", "--no-progress", "--no-baseline", "--out", str(tmp_path / "runs"),
                      "--storage", str(tmp_path / "ray")])
     assert code == 0
