@@ -26,3 +26,19 @@ def ray_session():
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(s3_server, tmp_path_factory):
+    """A real ``mlflow server`` for the session: SQLite backend file, artifacts in s3://mlflow/artifacts on the
+    SeaweedFS fixture, proxied by the server (``--serve-artifacts``: clients need no S3 credentials)."""
+    import boto3
+
+    from mlflow_server import MlflowServer
+
+    env = {**s3_server.env(), "MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint}
+    boto3.client("s3", endpoint_url=s3_server.endpoint, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                 aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1").create_bucket(Bucket="mlflow")
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), env, "s3://mlflow/artifacts").start()
+    yield server
+    server.stop()
