@@ -2,7 +2,8 @@
 
 One checkpoint is a folder; under Ray Train every rank reports its own folder and Ray merges them:
 
-    state.pt     (rank 0) model and optimiser state dicts, completed epochs, metric history, best
+    state.pt     (rank 0) model and optimiser state dicts, completed epochs, metric history, and the
+                 best-validation model so far (its epoch, metric and weights)
     rank<r>.pt   (every rank) torch / numpy / python / CUDA RNG states, the shuffle generator, and
                  the data position (next epoch, next batch) of that rank
 
@@ -32,6 +33,7 @@ class ResumeState:
     history: list[dict] = field(default_factory=list)
     best_metric: float = float("inf")
     best_epoch: int = 0
+    best_state: dict | None = None  # weights of the best-validation epoch (rank 0)
     rng_restored: bool = False
 
 
@@ -62,7 +64,8 @@ def save_checkpoint(folder: str | Path, rank: int, core: torch.nn.Module, optimi
     torch.save({"rng": rng_state(generator), "position": position}, folder / f"rank{rank}.pt")
     if rank == 0:
         torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(), "epoch": resume.epoch,
-                    "history": resume.history, "best_metric": resume.best_metric, "best_epoch": resume.best_epoch},
+                    "history": resume.history, "best_metric": resume.best_metric, "best_epoch": resume.best_epoch,
+                    "best_model": resume.best_state},
                    folder / STATE_FILE)
     return folder
 
@@ -75,7 +78,7 @@ def load_checkpoint(folder: str | Path, rank: int, core: torch.nn.Module, optimi
     core.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     resume = ResumeState(epoch=state["epoch"], history=list(state["history"]),
-                         best_metric=state["best_metric"], best_epoch=state["best_epoch"])
+                         best_metric=state["best_metric"], best_epoch=state["best_epoch"], best_state=state["best_model"])
     own = folder / f"rank{rank}.pt"
     if own.exists():  # absent when the group grew: the caller reseeds that rank
         part = torch.load(own, map_location="cpu", weights_only=False)

@@ -131,6 +131,8 @@ def main(config: dict) -> dict | None:
     history = fit(run, model, core, optimizer, data, gen, resume, rank, world, config.get("crash"), gauges)
     if rank != 0:
         return None
+    if resume.best_state is not None:  # test figures from the best-validation epoch, as in the single process
+        core.load_state_dict(resume.best_state)
     return {"dataset": bundle.spec.name, "history": history, "epochs_run": history[-1]["epoch"] if history else 0,
             "best_epoch": resume.best_epoch, "val_metric": resume.best_metric, "workers": world,
             "test": evaluate_model(core, data["test"]), "model_config": asdict(core.cfg)}
@@ -153,7 +155,9 @@ def _group_mean(m: dict, device: torch.device, world: int) -> dict:
 
 def fit(run: RunConfig, model, core: CMMD, optimizer, data: dict, gen: torch.Generator, resume: ResumeState,
         rank: int, world: int, crash: CrashOnce | None = None, gauges=None) -> list[dict]:
-    """Epochs ``resume.epoch + 1 .. train.epochs``: train, validate (rank 0), checkpoint and report every epoch."""
+    """Epochs ``resume.epoch + 1 .. train.epochs``: train, validate (rank 0), checkpoint and report every epoch.
+
+    Stops early, on every rank alike, after ``train.patience`` epochs without validation improvement."""
     w = loss_weights(run)
     shard = data["train"].shard(rank, world)
     gather = gather_for(run.loss.mmd_scope)
@@ -171,14 +175,21 @@ def fit(run: RunConfig, model, core: CMMD, optimizer, data: dict, gen: torch.Gen
                        val_loss=evaluate_loss(core, iterate_batches(data["val"], 1024, shuffle=False), w)["loss"])
             if val["metric"] < resume.best_metric:
                 resume.best_metric, resume.best_epoch = val["metric"], epoch
+                resume.best_state = {k: v.detach().to("cpu", copy=True) for k, v in core.state_dict().items()}
             if gauges is not None:
                 gauges.record(row)
+        if world > 1:  # only rank 0 validates: share its best epoch so that every rank stops together
+            best = torch.tensor([resume.best_epoch], device=device)
+            dist.broadcast(best, src=0)
+            resume.best_epoch = int(best)
         resume.history.append(row)
         resume.epoch, resume.batch = epoch, 0
         with tempfile.TemporaryDirectory() as folder:
             save_checkpoint(folder, rank, core, optimizer, gen, resume)
             ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(folder),
                              checkpoint_dir_name=f"checkpoint_epoch_{epoch:05d}")
+        if epoch - resume.best_epoch >= run.train.patience:
+            break
     return resume.history
 
 
@@ -201,6 +212,7 @@ def run_distributed(run: RunConfig, s3: S3Settings | None = None, crash: CrashOn
     (out / "metrics.json").write_text(json.dumps(meta, indent=2, default=str))
     with result.checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
-    torch.save({"state_dict": state["model"], "model_config": results["model_config"]}, out / "model.pt")
+    weights = state["best_model"] if state.get("best_model") is not None else state["model"]
+    torch.save({"state_dict": weights, "model_config": results["model_config"]}, out / "model.pt")
     log(f"distributed run: {results['epochs_run']} epochs on {results['workers']} workers; checkpoints {result.checkpoint.path}")
     return results, out

@@ -38,12 +38,14 @@ def test_resume_from_a_checkpoint_matches_an_uninterrupted_run(tmp_path):
 
     core, opt, gen = fresh()
     epoch(core, opt, gen)
-    save_checkpoint(tmp_path, 0, core, opt, gen, ResumeState(epoch=1, history=[{"epoch": 1}], best_metric=0.5, best_epoch=1))
+    best = {k: v.clone() for k, v in core.state_dict().items()}
+    save_checkpoint(tmp_path, 0, core, opt, gen,
+                    ResumeState(epoch=1, history=[{"epoch": 1}], best_metric=0.5, best_epoch=1, best_state=best))
     torch.manual_seed(12345)  # a restarted process starts from other RNG states
     core, opt, gen = fresh(seed=99)
     resume = load_checkpoint(tmp_path, 0, core, opt, gen)
     assert (resume.epoch, resume.batch, resume.history, resume.best_epoch) == (1, 0, [{"epoch": 1}], 1)
-    assert resume.rng_restored
+    assert resume.rng_restored and all(torch.equal(resume.best_state[k], v) for k, v in best.items())
     resumed = epoch(core, opt, gen)
     assert resumed["loss"] == straight["loss"]
     for k, v in core.state_dict().items():
