@@ -35,6 +35,7 @@ from cmmd_dist.train.build import loss_weights, model_config
 from cmmd_dist.train.checkpoint import STATE_FILE, ResumeState, load_checkpoint, save_checkpoint
 from cmmd_dist.train.gather import gather_for
 from cmmd_dist.train.loop import evaluate_loss, train_epoch
+from cmmd_dist.train.metrics import EpochGauges
 from cmmd_dist.train.single import seed_everything, split_tensors
 
 __all__ = ["CrashOnce", "setup", "main", "fit", "run_distributed", "run_storage"]
@@ -123,11 +124,7 @@ def main(config: dict) -> dict | None:
         if not resume.rng_restored:
             gen = seed_everything(run.train.seed + 7919 * rank + 104729 * resume.epoch)
     model = ray.train.torch.prepare_model(core, move_to_device=False)
-    gauges = None
-    if rank == 0:
-        from cmmd_dist.train.metrics import EpochGauges
-
-        gauges = EpochGauges(config["name"], bundle.spec.name)
+    gauges = EpochGauges(config["name"], bundle.spec.name) if rank == 0 else None
     history = fit(run, model, core, optimizer, data, gen, resume, rank, world, config.get("crash"), gauges)
     if rank != 0:
         return None
