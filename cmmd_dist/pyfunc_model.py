@@ -20,9 +20,33 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-__all__ = ["TASKS", "CMMDPyfunc", "load_files", "frame_to_obs", "rows_frame", "signature", "requirements"]
+__all__ = ["TASKS", "CMMDPyfunc", "save", "load_files", "frame_to_obs", "rows_frame", "signature", "requirements"]
 
 TASKS = ("classify", "generate", "embed")
+
+
+def save(path: str | Path, core, spec, scenario: str | None, metrics: dict, example_rows: dict) -> Path:
+    """Write the pyfunc model folder (MLmodel, this file, model.pt, spec.json, metrics.json) at ``path``.
+
+    ``example_rows``: a few rows of each OBSERVED modality, name -> array (n, *shape): the input example."""
+    import tempfile
+
+    import torch
+
+    from cmmd_dist.datasets.shards import spec_to_dict
+
+    observed = [m.name for m in core.cfg.observed]
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {"model": Path(tmp) / "model.pt", "spec": Path(tmp) / "spec.json", "metrics": Path(tmp) / "metrics.json"}
+        torch.save({"state_dict": core.state_dict(), "model_config": core.cfg.to_dict()}, files["model"])
+        files["spec"].write_text(json.dumps({**spec_to_dict(spec), "scenario": scenario or spec.default_scenario}))
+        files["metrics"].write_text(json.dumps(metrics, default=float))
+        mlflow.pyfunc.save_model(
+            path=str(path), python_model=__file__, artifacts={k: str(v) for k, v in files.items()},
+            signature=signature(observed), input_example=rows_frame({k: example_rows[k] for k in observed}),
+            pip_requirements=requirements(),
+        )
+    return Path(path)
 
 
 def load_files(folder: str | Path):

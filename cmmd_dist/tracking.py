@@ -1,15 +1,16 @@
 """Everything MLflow: where tracking lives, sweep / trial / retrain runs, artifacts, the model registry.
 
     tracker = Tracker()                      # --mlflow URI > MLFLOW_TRACKING_URI > sqlite:///<cwd>/mlruns.db
-    parent = tracker.start_sweep("digits2v", None, search_space, tags={"ray_job_id": ...})
+    parent = tracker.start_sweep("digits2v", None, search_space, tags={"ray_job_id": ...}, sweep_id=exp_path)
     run = tracker.trial_run(parent, "trial-0003", flat_config)   # a restarted trial gets its own run back
     tracker.log_epoch(run, epoch, {"cv_mean": ..., "fold0/val_metric": ...})
-    tracker.end_run(run)
+    tracker.end_run(run, pruned=stopped_early)
     final = tracker.retrain_run(parent, best_config)
     tracker.log_final(final, test_metrics, {"learning_curves.png": fig, "summary.json": summary})
     uri = tracker.register_best(final, core, spec, test_metrics, "digits2v", None, example_rows)
     core, spec = pull("cmmd-digits2v")       # torch model (eval mode) + DatasetSpec
 
+``SweepRecorder`` wraps the sweep part for a driver that sees trial events (a Tune Callback).
 The embedded default keeps runs in ``<cwd>/mlruns.db`` and artifacts in ``<cwd>/mlartifacts``; a
 shared ``mlflow server`` (SQL backend, ``--artifacts-destination s3://...``) is selected by URI.
 """
@@ -27,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TrackingError", "Tracker", "resolve_tracking_uri", "registered_name", "pull", "CHAMPION"]
+__all__ = ["TrackingError", "Tracker", "SweepRecorder", "resolve_tracking_uri", "registered_name", "ui_command", "pull",
+           "CHAMPION"]
 
 CHAMPION = "champion"
 _PARAM_MAX = 6000
@@ -39,17 +41,20 @@ class TrackingError(RuntimeError):
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
     """``uri`` (``--mlflow``), else MLFLOW_TRACKING_URI, else the embedded ``sqlite:///<cwd>/mlruns.db``."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    return f"sqlite:///{Path.cwd().resolve() / 'mlruns.db'}"
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlruns.db'}"
+
+
+def ui_command(uri: str | None = None, port: int = 5000) -> str:
+    """How a person looks at the runs: the server's address, or the ``mlflow ui`` line for a SQLite store."""
+    uri = resolve_tracking_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser"
+    return f"mlflow ui --backend-store-uri {uri} --port {port}   # then open http://127.0.0.1:{port}"
 
 
 def _artifact_root(uri: str) -> str | None:
     """Artifacts beside a SQLite store (``mlartifacts``); a server decides for itself (None)."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
-    return None
+    return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri() if uri.startswith("sqlite:///") else None
 
 
 def _check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -75,6 +80,12 @@ def registered_name(dataset: str, scenario: str | None = None, default_scenario:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
+def _default_scenario(dataset: str) -> str | None:
+    from cmmd_dist.datasets.registry import SPECS
+
+    return SPECS[dataset].default_scenario if dataset in SPECS else None
+
+
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -88,16 +99,12 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def _numeric(metrics: dict) -> dict[str, float]:
     """Finite scalars only (lists such as collapse curves go to artifacts, NaN is not a figure)."""
-    out = {}
-    for k, v in _flatten(metrics).items():
-        if isinstance(v, (bool, int, float, np.integer, np.floating)) and math.isfinite(float(v)):
-            out[k] = float(v)
-    return out
+    return {k: float(v) for k, v in _flatten(metrics).items()
+            if isinstance(v, (bool, int, float, np.integer, np.floating)) and math.isfinite(float(v))}
 
 
 def _param_text(v) -> str:
-    text = v if isinstance(v, str) else json.dumps(v, default=str)
-    return text[:_PARAM_MAX]
+    return (v if isinstance(v, str) else json.dumps(v, default=str))[:_PARAM_MAX]
 
 
 def _git_commit() -> str | None:
@@ -143,7 +150,7 @@ class Tracker:
     def start_sweep(self, dataset: str, scenario: str | None, search_space: dict, tags: dict | None = None,
                     sweep_id: str | None = None, experiment: str | None = None) -> str:
         """The parent run of a sweep; with ``sweep_id`` an interrupted sweep gets its parent run back."""
-        exp = self.experiment(experiment or registered_name(dataset, scenario))
+        exp = self.experiment(experiment or registered_name(dataset, scenario, _default_scenario(dataset)))
         if sweep_id:
             found = self._find(exp, f"tags.kind = 'sweep' and tags.sweep_id = '{sweep_id}'")
             if found is not None:
@@ -192,11 +199,11 @@ class Tracker:
             self.client.log_batch(run_id, params=new[i:i + 100])
 
     def log_epoch(self, run_id: str, epoch: int, metrics: dict) -> None:
-        """One epoch's figures at step ``epoch`` (nested dicts flattened with '.', non-finite values skipped)."""
+        """One epoch's figures at step ``epoch`` (nested dicts flattened with '.'; non-finite values and lists skipped)."""
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        batch = [Metric(k, v, ts, int(epoch)) for k, v in _numeric(metrics).items()]
+        batch = [Metric(k, v, ts, int(epoch)) for k, v in _numeric(metrics).items() if k != "epoch"]
         for i in range(0, len(batch), 1000):
             self.client.log_batch(run_id, metrics=batch[i:i + 1000])
 
@@ -229,29 +236,15 @@ class Tracker:
 
         ``input_example_rows``: a few rows of each OBSERVED modality, name -> array (n, *shape).
         Returns ``models:/<name>@champion``."""
-        import mlflow.pyfunc
-        import torch
+        from mlflow.exceptions import MlflowException
 
         from cmmd_dist import pyfunc_model
-        from cmmd_dist.datasets.shards import spec_to_dict
 
         name = registered_name(dataset, scenario, spec.default_scenario)
         observed = [m.name for m in core.cfg.observed]
-        example = pyfunc_model.rows_frame({k: np.asarray(input_example_rows[k]) for k in observed})
         with tempfile.TemporaryDirectory() as tmp:
-            files = {"model": Path(tmp) / "model.pt", "spec": Path(tmp) / "spec.json", "metrics": Path(tmp) / "metrics.json"}
-            torch.save({"state_dict": core.state_dict(), "model_config": core.cfg.to_dict()}, files["model"])
-            files["spec"].write_text(json.dumps({**spec_to_dict(spec), "scenario": scenario or spec.default_scenario}))
-            files["metrics"].write_text(json.dumps(metrics, default=float))
-            # save + log + register by hand: the fluent log_model would repoint process-global URIs
-            mlflow.pyfunc.save_model(
-                path=str(Path(tmp) / "model"), python_model=pyfunc_model.__file__,
-                artifacts={k: str(v) for k, v in files.items()}, signature=pyfunc_model.signature(observed),
-                input_example=example, pip_requirements=pyfunc_model.requirements(),
-            )
+            pyfunc_model.save(Path(tmp) / "model", core, spec, scenario, metrics, input_example_rows)
             self.client.log_artifacts(run_id, str(Path(tmp) / "model"), "model")
-        from mlflow.exceptions import MlflowException
-
         try:
             self.client.create_registered_model(name, description=f"CMMD on {dataset}: observed {observed}")
         except MlflowException:  # it exists already: a new version of it
@@ -298,3 +291,46 @@ def pull(name: str, alias: str = CHAMPION, uri: str | None = None):
         folder = Tracker(uri).download(name, alias, tmp)
         core, spec, _ = pyfunc_model.load_files(folder / "artifacts")
     return core, spec
+
+
+# Tune's own bookkeeping in a trial result: not figures worth a metric history
+_RESULT_SKIP = frozenset({"config", "timestamp", "pid", "done", "training_iteration", "iterations_since_restore",
+                          "time_this_iter_s", "time_total_s", "time_since_restore", "should_checkpoint"})
+
+
+class SweepRecorder:
+    """A sweep's runs, driven by the sweep DRIVER's trial events (plain data; a Tune Callback is a thin shim).
+
+    Only the driver writes: a trial spanning many workers logs once, and the embedded store works on
+    a cluster because only the head node touches it. Restarted or resumed trials get their run back."""
+
+    def __init__(self, dataset: str, scenario: str | None, search_space: dict, tags: dict | None = None,
+                 sweep_id: str | None = None, uri: str | None = None):
+        self.tracker = Tracker(uri)
+        self.dataset, self.scenario = dataset, scenario
+        self.parent = self.tracker.start_sweep(dataset, scenario, search_space, tags, sweep_id)
+        self.runs: dict[str, str] = {}
+
+    def trial_started(self, trial_id: str, config: dict) -> str:
+        self.runs[trial_id] = self.tracker.trial_run(self.parent, trial_id, config)
+        return self.runs[trial_id]
+
+    def trial_result(self, trial_id: str, result: dict, config: dict | None = None) -> None:
+        """One report: step = ``result["epoch"]`` (else Tune's ``training_iteration``)."""
+        run = self.runs.get(trial_id) or self.trial_started(trial_id, config or result.get("config") or {})
+        epoch = result.get("epoch", result.get("training_iteration", 0))
+        self.tracker.log_epoch(run, epoch, {k: v for k, v in result.items() if k not in _RESULT_SKIP})
+
+    def trial_finished(self, trial_id: str, status: str = "FINISHED", pruned: bool = False) -> None:
+        if trial_id in self.runs:
+            self.tracker.end_run(self.runs.pop(trial_id), status, pruned)
+
+    def finish(self, core, spec, test_metrics: dict, best_params: dict, example_rows: dict,
+               artifacts: dict | None = None) -> str:
+        """The retrain run (test figures, artifacts, registered model); closes the sweep. Returns the model URI."""
+        final = self.tracker.retrain_run(self.parent, best_params)
+        self.tracker.log_final(final, test_metrics, artifacts)
+        uri = self.tracker.register_best(final, core, spec, test_metrics, self.dataset, self.scenario, example_rows)
+        self.tracker.end_run(final)
+        self.tracker.end_run(self.parent)
+        return uri

@@ -14,7 +14,9 @@ from matplotlib.figure import Figure
 from cmmd_dist.datasets.loaders import DIGITS2V_SPEC
 from cmmd_dist.model import CMMD, CMMDConfig, ModalityDef
 from cmmd_dist.pyfunc_model import rows_frame
-from cmmd_dist.tracking import Tracker, TrackingError, pull, registered_name, resolve_tracking_uri
+from cmmd_dist.tracking import (
+    SweepRecorder, Tracker, TrackingError, pull, registered_name, resolve_tracking_uri, ui_command,
+)
 
 
 def tiny_core(seed: int = 0) -> CMMD:
@@ -51,6 +53,11 @@ def test_registered_names():
     assert registered_name("mnist2v") == "cmmd-mnist2v"
     assert registered_name("mst", "mnist", "mnist") == "cmmd-mst"
     assert registered_name("mst", "mnist+svhn", "mnist") == "cmmd-mst-mnist_svhn"
+
+
+def test_ui_command():
+    assert ui_command("http://tracking:5000") == "open http://tracking:5000 in a browser"
+    assert ui_command("sqlite:////p/mlruns.db").startswith("mlflow ui --backend-store-uri sqlite:////p/mlruns.db --port 5000")
 
 
 def test_unreachable_server_is_a_clear_error_not_a_hang():
@@ -214,3 +221,28 @@ def test_models_cli_unknown_alias(champion, capsys):
 
     assert main(["models", "pull", "cmmd-digits2v", "--alias", "old", "--mlflow", champion[0].uri]) == 2
     assert "no alias 'old'" in capsys.readouterr().err
+
+
+def test_sweep_recorder_follows_trial_events_and_registers(store):
+    """The events a Tune Callback on the sweep driver forwards; a resumed sweep (new recorder) continues."""
+    tracker, _ = store
+    rec = SweepRecorder("recorder", None, {"lam": [0, 1]}, sweep_id="rec-1", uri=tracker.uri)
+    rec.trial_started("a", {"lam": 0.3})
+    for it in (1, 2):
+        rec.trial_result("a", {"training_iteration": it, "cv_mean": 0.5 / it, "timestamp": 1, "config": {"lam": 0.3},
+                               "trial_id": "a"})
+    run_a = rec.runs["a"]
+    rec.trial_finished("a", pruned=True)
+    again = SweepRecorder("recorder", None, {}, sweep_id="rec-1", uri=tracker.uri)
+    assert again.parent == rec.parent
+    again.trial_result("a", {"epoch": 3, "cv_mean": 0.1, "config": {"lam": 0.3}})  # no start event after a restore
+    assert again.runs["a"] == run_a
+    again.trial_finished("a")
+    run = tracker.client.get_run(run_a)
+    assert run.info.status == "FINISHED" and run.data.tags["pruned"] == "true" and run.data.params["lam"] == "0.3"
+    assert set(run.data.metrics) == {"cv_mean"}
+    assert [m.step for m in tracker.client.get_metric_history(run_a, "cv_mean")] == [1, 2, 3]
+    x = np.zeros((2, 8, 8), np.float32)
+    uri = again.finish(tiny_core(), DIGITS2V_SPEC, {"error": 0.5}, {"lam": 0.3}, {"view1": x}, {"summary.json": {"n": 1}})
+    assert uri == "models:/cmmd-recorder@champion"
+    assert tracker.client.get_run(again.parent).info.status == "FINISHED"
