@@ -12,7 +12,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["DataConfig", "ModelConfig", "LossConfig", "TrainConfig", "DistributedConfig", "RunConfig", "load_run_config"]
+__all__ = ["DataConfig", "ModelConfig", "LossConfig", "TrainConfig", "DistributedConfig", "RunConfig", "SweepConfig",
+           "load_run_config"]
 
 LikelihoodName = Literal["gaussian", "bernoulli", "categorical"]
 
@@ -114,6 +115,32 @@ class RunConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     output_dir: str = Field("runs", description="folder under which each run writes its results")
+
+
+class SweepConfig(_Strict):
+    """One hyperparameter sweep (``python -m cmmd_dist.tune``); unset values come from the search space."""
+
+    dataset: str = Field("digits2v", description="dataset name; its search space is search_spaces/<dataset>.yaml")
+    space: str | None = Field(None, description="search-space YAML path; None: search_spaces/<dataset>.yaml")
+    scenario: str | None = Field(None, description="observed-modality scenario; each scenario is its own sweep")
+    preset: str | None = Field(None, description="named preset of the space (paper, smoke, ...)")
+    num_trials: int | None = Field(None, ge=1, description="trials to run; None: the space's")
+    time_budget_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds")
+    workers_per_trial: int | None = Field(None, ge=1, description="Ray Train workers per trial; None: the space's")
+    use_gpu: bool = Field(False, description="one GPU per worker")
+    data: str | None = Field(None, description="prepared dataset URI (local folder or s3://...)")
+    storage: str | None = Field(None, description="sweep storage: local folder or s3://bucket/prefix; None: <output_dir>/sweeps")
+    searcher: Literal["optuna", "grid"] | None = Field(None, description="TPE (optuna) or the lambda grid; None: the space's")
+    seed: int = Field(0, description="seed of the searcher and of every trial")
+    grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial may be stopped")
+    reduction_factor: float = Field(2.0, gt=1, description="ASHA: keep the best 1/reduction_factor at each rung")
+    asha: bool = Field(True, description="prune trials with ASHA (off: every trial runs to the end)")
+    max_concurrent_trials: int | None = Field(None, ge=1, description="None: cluster CPUs / (workers x cpus per worker)")
+    name: str | None = Field(None, description="sweep name (its folder under storage); None: sweep-<dataset>[-<scenario>]")
+    resume: bool = Field(False, description="continue an interrupted sweep of the same name from its storage")
+    retrain: bool = Field(True, description="retrain the best configuration on train+val and test it once")
+    output_dir: str = Field("runs", description="folder for the summary JSON and retrained model")
+    mlflow: str | None = Field(None, description="MLflow tracking URI; None: MLFLOW_TRACKING_URI or the embedded store")
 
 
 def load_run_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:

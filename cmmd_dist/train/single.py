@@ -24,7 +24,7 @@ from cmmd_dist.train.batches import SplitTensors, iterate_batches
 from cmmd_dist.train.build import loss_weights, model_config
 from cmmd_dist.train.loop import baseline_epoch, evaluate_loss, train_epoch
 
-__all__ = ["fit", "run_training", "seed_everything", "split_tensors"]
+__all__ = ["fit", "run_training", "retrain_and_test", "seed_everything", "split_tensors"]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -136,3 +136,25 @@ def run_training(run: RunConfig, log=print) -> tuple[dict, Path]:
     (out / "metrics.json").write_text(json.dumps({k: v for k, v in _json_ready(results).items() if k != "history"}, indent=2))
     torch.save({"state_dict": results["model"].state_dict(), "model_config": results["model_config"].to_dict()}, out / "model.pt")
     return results, out
+
+
+def retrain_and_test(run: RunConfig, bundle: DatasetBundle, epochs: int, log=print) -> dict:
+    """Train on train+val for a fixed number of epochs (chosen by cross-validation), then test ONCE."""
+    from cmmd_dist.folds import development_split
+
+    if run.train.threads:
+        torch.set_num_threads(run.train.threads)
+    gen = seed_everything(run.train.seed)
+    cfg = model_config(run, bundle.spec)
+    w = loss_weights(run)
+    observed, missing = bundle.spec.split_modalities(run.data.scenario)
+    obs, mis = [m.name for m in observed], [m.name for m in missing]
+    dev = SplitTensors.from_split(development_split(bundle), obs, mis, run.train.device)
+    test = SplitTensors.from_split(bundle.test, obs, mis, run.train.device)
+    core = CMMD(cfg).to(run.train.device)
+    opt = torch.optim.Adam(core.parameters(), lr=run.train.lr)
+    history = []
+    for epoch in tqdm(range(1, epochs + 1), desc="retrain on train+val", disable=not run.train.progress):
+        m = train_epoch(core, core, iterate_batches(dev, run.train.batch_size, gen), opt, w)
+        history.append({"stage": "retrain", "epoch": epoch, **{f"train_{k}": v for k, v in m.items()}})
+    return {"model": core, "model_config": cfg, "history": history, "epochs": epochs, "test": evaluate_model(core, test)}

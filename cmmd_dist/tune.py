@@ -1,0 +1,217 @@
+"""``python -m cmmd_dist.tune --dataset NAME``: the sweep. Ray Tune + Optuna (TPE) + ASHA, k-fold CV per trial.
+
+Each trial is a function that builds and fits a Ray Train ``TorchTrainer`` (Train V2) running the
+fold-parallel CV loop of ``cmmd_dist.train.cv`` and forwards its reports with ``TuneReportCallback``.
+After the search the best configuration is retrained on train+val for the epoch count CV chose,
+tested once on the untouched test split, and summarised (table on stdout, JSON next to the results).
+
+    python -m cmmd_dist.tune --dataset digits2v --preset smoke
+    ray job submit -- python -m cmmd_dist.tune --dataset flickr --workers-per-trial 4 --use-gpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from cmmd_dist.config import RunConfig, SweepConfig
+from cmmd_dist.search_space import Folds, SearchSpace, apply_params, load_search_space
+
+__all__ = ["run_sweep", "trial_fn", "sweep_base", "main", "build_parser", "sweep_paths"]
+
+METRIC, MODE = "cv_metric", "min"
+
+
+def sweep_base(settings: SweepConfig, space: SearchSpace) -> dict:
+    """The run-config values shared by every trial: the space's fixed values plus the sweep's settings."""
+    base = {s: dict(v) for s, v in space.fixed.items()}
+    data = base.setdefault("data", {})
+    data["dataset"] = settings.data or space.dataset
+    if settings.scenario:
+        data["scenario"] = settings.scenario
+    base.setdefault("train", {}).update(seed=settings.seed, progress=False, baseline=False)
+    RunConfig.model_validate(base)  # fail before any trial starts
+    return base
+
+
+def trial_fn(config: dict, base: dict, folds: Folds, workers: int, use_gpu: bool, storage: str,
+             verdicts: str | None = None) -> None:
+    """One trial: a TorchTrainer over ``workers`` Ray Train workers running fold-parallel CV."""
+    import ray.train
+    import ray.tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from cmmd_dist.train.cv import cv_worker
+
+    run = RunConfig.model_validate(apply_params(base, config))
+    trial_id = ray.tune.get_context().get_trial_id()
+    TorchTrainer(
+        cv_worker,
+        train_loop_config={"run": run, "folds": folds, "trial_id": trial_id, "verdicts": verdicts},
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+        run_config=ray.train.RunConfig(name=f"trial-{trial_id}", storage_path=storage,
+                                       callbacks=[TuneReportCallback()]),
+    ).fit()
+
+
+def sweep_paths(settings: SweepConfig, dataset: str) -> tuple[str, str]:
+    """(storage root, sweep name)."""
+    storage = settings.storage or str(Path(settings.output_dir, "sweeps").resolve())
+    name = settings.name or f"sweep-{dataset}" + (f"-{settings.scenario}" if settings.scenario else "")
+    return storage, name
+
+
+def _trials_table(result_grid, space: SearchSpace) -> list[dict]:
+    rows = []
+    for r in result_grid:
+        m = r.metrics or {}
+        if not m:
+            continue
+        rows.append({
+            "trial_id": m.get("trial_id"), "params": {k: r.config.get(k) for k in space.params},
+            "best_cv_metric": m.get("best_cv_metric"), "cv_metric": m.get(METRIC), "cv_std": m.get("cv_std"),
+            "best_epoch": m.get("best_epoch"), "epochs_run": m.get("epoch"), "stopped_early": not m.get("cv_completed", 0),
+            "error": str(r.error) if r.error else None,
+        })
+    return sorted(rows, key=lambda row: (row["best_cv_metric"] is None, row["best_cv_metric"]))
+
+
+def format_table(rows: list[dict], test: dict | None, top: int = 10) -> str:
+    keys = sorted({k for r in rows for k in r["params"]})
+    head = ["trial", *[k.split(".")[-1] for k in keys], "cv mean", "+-", "epoch", "ran", "pruned"]
+    lines = [" | ".join(head)]
+    for r in rows[:top]:
+        vals = [f"{r['params'][k]:.4g}" if isinstance(r["params"][k], float) else str(r["params"][k]) for k in keys]
+        lines.append(" | ".join([str(r["trial_id"]), *vals, f"{r['best_cv_metric']:.4f}", f"{r['cv_std']:.4f}",
+                                 str(r["best_epoch"]), str(r["epochs_run"]), "yes" if r["stopped_early"] else "no"]))
+    if test:
+        fig = f"error {100 * test['error']:.2f}%" if "error" in test else f"mAP {test['map']:.4f}"
+        lines.append(f"best configuration retrained on train+val, tested once: {fig}, rmse {test['rmse']:.4f}")
+    return "\n".join(lines)
+
+
+def run_sweep(settings: SweepConfig, log=print) -> dict:
+    """Run (or resume) a sweep; returns the summary (also written as JSON)."""
+    import ray
+    from ray import tune
+
+    from cmmd_dist.searchers import Verdicts, make_scheduler, make_searcher, tune_param_space
+
+    space = load_search_space(settings.space or settings.dataset).with_preset(settings.preset)
+    base = sweep_base(settings, space)
+    epochs = RunConfig.model_validate(base).train.epochs
+    workers = settings.workers_per_trial or space.workers_per_trial
+    num_trials = settings.num_trials or space.num_trials
+    storage, name = sweep_paths(settings, space.dataset)
+    if not ray.is_initialized():
+        ray.init()
+    cpus = ray.cluster_resources().get("CPU", 1)
+    concurrent = settings.max_concurrent_trials or max(1, int(cpus // workers))
+    verdicts = f"cmmd-verdicts-{name}" if settings.asha else None
+    if verdicts:
+        verdicts_actor = Verdicts.options(name=verdicts, get_if_exists=True).remote()  # noqa: F841 (kept alive)
+    trainable = tune.with_parameters(trial_fn, base=base, folds=space.folds, workers=workers,
+                                     use_gpu=settings.use_gpu, storage=storage, verdicts=verdicts)
+    # the trial driver only waits on its workers: no CPU of its own (a bundle may not be empty, so a little memory)
+    trainable = tune.with_resources(trainable, {"cpu": 0, "memory": 64 * 1024**2})
+    t0 = time.time()
+    exp_path = f"{storage.rstrip('/')}/{name}"
+    if settings.resume and tune.Tuner.can_restore(exp_path):
+        log(f"resuming sweep {exp_path}")
+        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        searcher = settings.searcher or space.searcher
+        grid = searcher == "grid"
+        tuner = tune.Tuner(
+            trainable,
+            param_space=tune_param_space(space, searcher),
+            tune_config=tune.TuneConfig(
+                metric=METRIC, mode=MODE, num_samples=1 if grid else num_trials,
+                search_alg=make_searcher(settings, space, concurrent),
+                scheduler=make_scheduler(settings, epochs, verdicts or ""),
+                max_concurrent_trials=concurrent, time_budget_s=settings.time_budget_s,
+            ),
+            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1),
+        )
+    grid_result = tuner.fit()
+    rows = _trials_table(grid_result, space)
+    summary = {"dataset": space.dataset, "scenario": settings.scenario, "preset": settings.preset, "sweep": exp_path,
+               "searcher": settings.searcher or space.searcher, "folds": space.folds.model_dump(),
+               "workers_per_trial": workers, "max_concurrent_trials": concurrent, "cpus": cpus,
+               "trials": rows, "trial_epochs_total": sum(r["epochs_run"] or 0 for r in rows),
+               "search_seconds": time.time() - t0}
+    if rows and settings.retrain:
+        summary.update(_retrain_best(settings, base, rows[0], log))
+    log(format_table(rows, summary.get("test")))
+    out = Path(settings.output_dir) / f"{name}-summary.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({k: v for k, v in summary.items() if not k.startswith("_")}, indent=2, default=str))
+    summary["summary_path"] = str(out)
+    log(f"summary: {out}")
+    return summary
+
+
+def _retrain_best(settings: SweepConfig, base: dict, best: dict, log) -> dict:
+    from cmmd_dist.datasets.registry import load_bundle
+    from cmmd_dist.train.single import retrain_and_test
+
+    run = RunConfig.model_validate(apply_params(base, best["params"]))
+    bundle = load_bundle(run.data)
+    epochs = max(1, int(best["best_epoch"] or run.train.epochs))
+    log(f"retraining trial {best['trial_id']} on train+val for {epochs} epochs")
+    res = retrain_and_test(run, bundle, epochs)
+    return {"best": best, "best_run_config": run.model_dump(), "retrain_epochs": epochs, "test": res["test"],
+            "_model": res["model"], "_spec": bundle.spec}
+
+
+def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = p or argparse.ArgumentParser(prog="python -m cmmd_dist.tune", description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="digits2v")
+    p.add_argument("--space", help="search-space YAML (default: search_spaces/<dataset>.yaml)")
+    p.add_argument("--scenario", help="observed-modality scenario (its own sweep and model)")
+    p.add_argument("--preset", help="preset of the space: paper, smoke, ...")
+    p.add_argument("--num-trials", type=int)
+    p.add_argument("--time-budget-s", type=float)
+    p.add_argument("--workers-per-trial", type=int)
+    p.add_argument("--use-gpu", action="store_true")
+    p.add_argument("--data", help="prepared dataset URI")
+    p.add_argument("--storage", help="sweep storage (local folder or s3://...)")
+    p.add_argument("--searcher", choices=["optuna", "grid"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-asha", action="store_true", help="run every trial to the end")
+    p.add_argument("--max-concurrent-trials", type=int)
+    p.add_argument("--name", help="sweep name")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
+    p.add_argument("--no-retrain", action="store_true")
+    p.add_argument("--out", default="runs", help="output folder for summaries and models")
+    p.add_argument("--mlflow", help="MLflow tracking URI")
+    return p
+
+
+def settings_from_args(a: argparse.Namespace) -> SweepConfig:
+    return SweepConfig(
+        dataset=a.dataset, space=a.space, scenario=a.scenario, preset=a.preset, num_trials=a.num_trials,
+        time_budget_s=a.time_budget_s, workers_per_trial=a.workers_per_trial, use_gpu=a.use_gpu, data=a.data,
+        storage=a.storage, searcher=a.searcher, seed=a.seed, asha=not a.no_asha,
+        max_concurrent_trials=a.max_concurrent_trials, name=a.name, resume=a.resume, retrain=not a.no_retrain,
+        output_dir=a.out, mlflow=a.mlflow,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except Exception as e:  # pydantic ValidationError: name the bad option
+        print(f"invalid sweep settings:\n{e}", file=sys.stderr)
+        return 2
+    run_sweep(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
