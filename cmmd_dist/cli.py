@@ -93,6 +93,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from cmmd_dist.tune import run_sweep, settings_from_args
+
+    run_sweep(settings_from_args(args))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmmd-dist", description="Train CMMD and search its hyperparameters.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_data_subcommand(sub)
     add_models_subcommand(sub)
+    s = sub.add_parser("tune", help="hyperparameter sweep (Ray Tune + Optuna + ASHA, k-fold CV)")
+    from cmmd_dist.tune import build_parser as tune_parser
+
+    tune_parser(s)
+    s.set_defaults(func=cmd_tune)
     return parser
 
 

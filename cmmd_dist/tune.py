@@ -38,7 +38,7 @@ def sweep_base(settings: SweepConfig, space: SearchSpace) -> dict:
 
 
 def trial_fn(config: dict, base: dict, folds: Folds, workers: int, use_gpu: bool, storage: str,
-             verdicts: str | None = None) -> None:
+             verdicts: str | None = None, storage_fs=None) -> None:
     """One trial: a TorchTrainer over ``workers`` Ray Train workers running fold-parallel CV."""
     import ray.train
     import ray.tune
@@ -53,16 +53,29 @@ def trial_fn(config: dict, base: dict, folds: Folds, workers: int, use_gpu: bool
         cv_worker,
         train_loop_config={"run": run, "folds": folds, "trial_id": trial_id, "verdicts": verdicts},
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu),
-        run_config=ray.train.RunConfig(name=f"trial-{trial_id}", storage_path=storage,
+        run_config=ray.train.RunConfig(name=f"trial-{trial_id}", storage_path=storage, storage_filesystem=storage_fs,
                                        callbacks=[TuneReportCallback()]),
     ).fit()
 
 
 def sweep_paths(settings: SweepConfig, dataset: str) -> tuple[str, str]:
-    """(storage root, sweep name)."""
+    """(storage root, sweep name). Unnamed sweeps get a timestamp; an unnamed --resume takes the newest one."""
     storage = settings.storage or str(Path(settings.output_dir, "sweeps").resolve())
-    name = settings.name or f"sweep-{dataset}" + (f"-{settings.scenario}" if settings.scenario else "")
-    return storage, name
+    if settings.name:
+        return storage, settings.name
+    prefix = f"sweep-{dataset}" + (f"-{settings.scenario}" if settings.scenario else "")
+    if settings.resume:
+        import pyarrow.fs as pafs
+
+        from cmmd_dist.storage import resolve
+
+        fs, root = resolve(storage)
+        found = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+                       if i.type == pafs.FileType.Directory and i.base_name.startswith(prefix + "-"))
+        if not found:
+            raise FileNotFoundError(f"--resume: no sweep named {prefix}-* under {storage}")
+        return storage, found[-1]
+    return storage, f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _trials_table(result_grid, space: SearchSpace) -> list[dict]:
@@ -75,7 +88,7 @@ def _trials_table(result_grid, space: SearchSpace) -> list[dict]:
             "trial_id": m.get("trial_id"), "params": {k: r.config.get(k) for k in space.params},
             "best_cv_metric": m.get("best_cv_metric"), "cv_metric": m.get(METRIC), "cv_std": m.get("cv_std"),
             "best_epoch": m.get("best_epoch"), "epochs_run": m.get("epoch"), "stopped_early": not m.get("cv_completed", 0),
-            "error": str(r.error) if r.error else None,
+            "error": str(r.error) if r.error else None, "finished_at": m.get("timestamp"),
         })
     return sorted(rows, key=lambda row: (row["best_cv_metric"] is None, row["best_cv_metric"]))
 
@@ -114,16 +127,24 @@ def run_sweep(settings: SweepConfig, log=print) -> dict:
     verdicts = f"cmmd-verdicts-{name}" if settings.asha else None
     if verdicts:
         verdicts_actor = Verdicts.options(name=verdicts, get_if_exists=True).remote()  # noqa: F841 (kept alive)
+    from cmmd_dist.storage import is_s3_uri, resolve
+
+    fs, root = resolve(storage) if is_s3_uri(storage) else (None, storage)
     trainable = tune.with_parameters(trial_fn, base=base, folds=space.folds, workers=workers,
-                                     use_gpu=settings.use_gpu, storage=storage, verdicts=verdicts)
+                                     use_gpu=settings.use_gpu, storage=root, verdicts=verdicts, storage_fs=fs)
     # the trial driver only waits on its workers: no CPU of its own (a bundle may not be empty, so a little memory)
     trainable = tune.with_resources(trainable, {"cpu": 0, "memory": 64 * 1024**2})
     t0 = time.time()
-    exp_path = f"{storage.rstrip('/')}/{name}"
-    if settings.resume and tune.Tuner.can_restore(exp_path):
+    exp_path = f"{root.rstrip('/')}/{name}"
+    if settings.resume:
+        if not tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
+            raise FileNotFoundError(f"--resume: {exp_path} holds no sweep to resume")
         log(f"resuming sweep {exp_path}")
-        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=fs)
     else:
+        if settings.name and tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
+            raise FileExistsError(f"sweep {exp_path} exists: add --resume to continue it, or pick another --name")
         searcher = settings.searcher or space.searcher
         grid = searcher == "grid"
         tuner = tune.Tuner(
@@ -135,7 +156,7 @@ def run_sweep(settings: SweepConfig, log=print) -> dict:
                 scheduler=make_scheduler(settings, epochs, verdicts or ""),
                 max_concurrent_trials=concurrent, time_budget_s=settings.time_budget_s,
             ),
-            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1),
+            run_config=tune.RunConfig(name=name, storage_path=root, storage_filesystem=fs, verbose=1),
         )
     grid_result = tuner.fit()
     rows = _trials_table(grid_result, space)

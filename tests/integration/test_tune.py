@@ -1,0 +1,80 @@
+"""The sweep end to end on real local Ray: smoke preset, CV per epoch, ASHA pruning, retrain; kill and resume."""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cmmd_dist.config import SweepConfig
+from cmmd_dist.tune import run_sweep
+
+pytestmark = pytest.mark.integration
+
+
+def trial_results(exp: Path) -> dict[str, list[dict]]:
+    """Per trial folder: its reported results (Tune's result.json lines)."""
+    out = {}
+    for f in sorted(exp.glob("*/result.json")):
+        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        out[f.parent.name] = rows
+    return out
+
+
+def test_smoke_sweep_reports_cv_prunes_and_retrains(ray_session, tmp_path):
+    summary = run_sweep(SweepConfig(dataset="digits2v", preset="smoke", output_dir=str(tmp_path),
+                                    storage=str(tmp_path / "sweeps"), seed=0))
+    assert Path(summary["summary_path"]).exists()
+    on_disk = json.loads(Path(summary["summary_path"]).read_text())
+    assert len(on_disk["trials"]) == 4 and on_disk["workers_per_trial"] == 2 and on_disk["folds"]["k"] == 2
+    results = trial_results(Path(summary["sweep"]))
+    assert len(results) == 4
+    for rows in results.values():
+        assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))  # every epoch, none twice
+        for r in rows:
+            assert {"cv_metric", "cv_std", "fold0_metric", "fold1_metric"} <= set(r)
+            assert abs(r["cv_metric"] - (r["fold0_metric"] + r["fold1_metric"]) / 2) < 1e-9
+    assert any(t["stopped_early"] for t in on_disk["trials"]), "ASHA stopped no trial"
+    assert any(not t["stopped_early"] for t in on_disk["trials"])
+    assert 0 <= on_disk["test"]["error"] < 0.9 and on_disk["retrain_epochs"] >= 1
+
+
+def test_killed_sweep_resumes_without_rerunning_trials(ray_session, tmp_path):
+    address = ray_session.get_runtime_context().gcs_address
+    env = {**os.environ, "RAY_ADDRESS": address}
+    cmd = [sys.executable, "-m", "cmmd_dist.tune", "--dataset", "digits2v", "--preset", "smoke", "--num-trials", "4",
+           "--max-concurrent-trials", "1", "--name", "resume-me", "--out", str(tmp_path), "--no-retrain"]
+    exp = tmp_path / "sweeps" / "resume-me"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    finished_before: dict[str, int] = {}
+    while time.time() < deadline:
+        done = {k: len(v) for k, v in trial_results(exp).items() if v and v[-1].get("done")}
+        if len(done) >= 2:
+            finished_before = done
+            break
+        time.sleep(1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(finished_before) >= 2, "the sweep did not finish two trials in time"
+    assert len(finished_before) < 4, "the sweep finished before it could be interrupted"
+
+    out = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resuming sweep" in out.stdout
+    after = trial_results(exp)
+    finished = {k: v for k, v in after.items() if v and v[-1].get("done")}
+    assert len(finished) == 4
+    for trial, n_rows in finished_before.items():
+        assert len(after[trial]) == n_rows, f"{trial} ran again"
+    state_files = sorted(exp.glob("searcher-state-*.pkl"))
+    assert state_files, "no searcher state saved"
+    with open(state_files[-1], "rb") as f:
+        state = pickle.load(f)
+    study = state["_ot_study"] if isinstance(state, dict) else state[2]
+    assert len(study.trials) == 4 and all(t.state.is_finished() for t in study.trials)
