@@ -8,8 +8,9 @@ prior (512, 512), decoder (512, 512), zdim 50, batch 256 per worker, dropout 0.2
 One torch thread per process everywhere: a 2-thread process is badly hurt when anything else
 runs on a 2-core machine, and one core per worker is how workers scale.
 
-- ray1_vs_plain: samples/s of 1 Ray Train worker (1 CPU) / the plain in-process loop (1 thread),
-  both timed inside ``train_epoch`` over the epochs after the first (warm-up).
+- ray1_vs_plain: samples/s of 1 Ray Train worker (1 CPU) / the plain in-process loop (1 thread, mean
+  of a run before and one after the Ray runs), both timed inside ``train_epoch`` over the epochs
+  after the first (warm-up).
 - ray2_vs_ray1: samples/s of 2 Ray Train workers (1 CPU each, gloo DDP, gathered MMD) / 1 worker,
   per-worker batch 256 in both; ``cores`` is the machine's CPU count (the 2 workers use both).
 - mmd_overhead: 2 gloo ranks (torch.multiprocessing, DDP), median step time with the gathered MMD
@@ -121,7 +122,9 @@ def mmd_overhead(args) -> dict:
     mp.spawn(_overhead_rank, args=(port, args, out), nprocs=2, join=True)
     times = json.loads(Path(out).read_text())
     med = {k: statistics.median(v) for k, v in times.items()}
+    p25 = {k: statistics.quantiles(v, n=4)[0] for k, v in times.items()}
     return {"mmd_overhead": med["gathered"] / med["off"] - 1.0,
+            "mmd_overhead_p25": p25["gathered"] / p25["off"] - 1.0,
             "mmd_overhead_of_means": statistics.mean(times["gathered"]) / statistics.mean(times["off"]) - 1.0,
             "mmd_local_overhead": med["local"] / med["off"] - 1.0,
             "step_s_median": med, "steps_each": len(times["off"])}
@@ -146,13 +149,16 @@ def main() -> None:
     ray1 = ray_rate(args, workers=1, cpus=1)
     ray2 = ray_rate(args, workers=2, cpus=1)
     ray.shutdown()
+    plain_after = plain(args)  # before and after the Ray runs: load from other jobs drifts
+    plain_rate, plain_before = (plain_rate + plain_after) / 2, plain_rate
     result = {
         "ray1_vs_plain": ray1 / plain_rate,
         "ray2_vs_ray1": ray2 / ray1,
         "mmd_overhead": overhead["mmd_overhead"],
         "cores": os.cpu_count(),
         "cores_used": {"plain": 1, "ray1": 1, "ray2": 2},
-        "samples_per_s": {"plain_1thread": plain_rate, "ray_1worker": ray1, "ray_2workers": ray2},
+        "samples_per_s": {"plain_1thread": plain_rate, "plain_before": plain_before, "plain_after": plain_after,
+                          "ray_1worker": ray1, "ray_2workers": ray2},
         **{k: v for k, v in overhead.items() if k != "mmd_overhead"},
         "setup": {"dataset": "mnist2v", "train_rows": args.rows, "epochs": args.epochs, "batch_per_worker": 256,
                   "model": MODEL, "torch": torch.__version__, "python": platform.python_version()},
