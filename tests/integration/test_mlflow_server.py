@@ -7,6 +7,7 @@ REST API the UI reads, the S3 bucket, and a fresh interpreter that loads the reg
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -115,6 +116,18 @@ def test_ui_rest_api_lists_the_sweep(sweep, mlflow_server):
     model = requests.get(f"{base}/ajax-api/2.0/mlflow/registered-models/alias",
                          params={"name": "cmmd-digits2v", "alias": "champion"}, timeout=10).json()
     assert model["model_version"]["run_id"] == sweep["final"]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium not installed (apt-get install chromium)")
+def test_ui_in_headless_chromium_shows_the_sweep(sweep, mlflow_server, tmp_path):
+    exp_id = sweep["tracker"].client.get_experiment_by_name("cmmd-digits2v").experiment_id
+    out = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                          f"--user-data-dir={tmp_path}", "--virtual-time-budget=20000", "--window-size=1400,900",
+                          "--dump-dom", f"{mlflow_server.uri}/#/experiments/{exp_id}/runs"],
+                         capture_output=True, text=True, timeout=120)
+    dom = out.stdout
+    assert ">it-sweep<" in dom, f"sweep run not in the rendered page ({len(dom)} chars): {out.stderr[-500:]}"
+    assert "<strong>5</strong> matching runs" in dom  # the parent, its three trials and the retrain nested beneath
 
 
 def test_registered_model_in_a_fresh_process_predicts_like_the_model(sweep, mlflow_server, tmp_path):
