@@ -125,6 +125,13 @@ class Tracker:
         _check_reachable(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
+    # picklable by URI (a Tune callback holding a recorder is pickled with the Tuner's state)
+    def __getstate__(self) -> dict:
+        return {"uri": self.uri}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["uri"])
+
     # -- runs ------------------------------------------------------------------------------------
     def experiment(self, name: str) -> str:
         """The id of experiment ``name``, created when absent (safe when several processes race)."""

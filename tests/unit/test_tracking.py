@@ -5,6 +5,7 @@ One store for the module: creating an MLflow SQLite database costs several secon
 
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -233,7 +234,7 @@ def test_sweep_recorder_follows_trial_events_and_registers(store):
                                "trial_id": "a"})
     run_a = rec.runs["a"]
     rec.trial_finished("a", pruned=True)
-    again = SweepRecorder("recorder", None, {}, sweep_id="rec-1", uri=tracker.uri)
+    again = pickle.loads(pickle.dumps(SweepRecorder("recorder", None, {}, sweep_id="rec-1", uri=tracker.uri)))
     assert again.parent == rec.parent
     again.trial_result("a", {"epoch": 3, "cv_mean": 0.1, "config": {"lam": 0.3}})  # no start event after a restore
     assert again.runs["a"] == run_a
