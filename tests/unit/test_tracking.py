@@ -247,3 +247,21 @@ def test_sweep_recorder_follows_trial_events_and_registers(store):
     uri = again.finish(tiny_core(), DIGITS2V_SPEC, {"error": 0.5}, {"lam": 0.3}, {"view1": x}, {"summary.json": {"n": 1}})
     assert uri == "models:/cmmd-recorder@champion"
     assert tracker.client.get_run(again.parent).info.status == "FINISHED"
+
+
+def test_pyfunc_multilabel_classify_lists_classes_above_one_half():
+    from cmmd_dist.pyfunc_model import CMMDPyfunc
+
+    torch.manual_seed(0)
+    cfg = CMMDConfig(observed=(ModalityDef("image", (5,)),), missing=(ModalityDef("tags", (7,), "bernoulli"),),
+                     num_classes=4, multilabel=True, zdim=2, encoder_hidden=(8,), prior_hidden=(8,),
+                     decoder_hidden=(8,), classifier_hidden=(4,))
+    model = CMMDPyfunc()
+    model.core = CMMD(cfg).eval()
+    x = np.random.default_rng(0).normal(size=(6, 5)).astype(np.float32)
+    got = model.predict(None, rows_frame({"image": x}), {"task": "classify"})
+    probs = np.stack(got["probs"])
+    assert probs.shape == (6, 4)
+    assert [list(ls) for ls in got["label"]] == [list(np.flatnonzero(p >= 0.5)) for p in probs]
+    tags = np.stack(model.predict(None, rows_frame({"image": x}), {"task": "generate"})["tags"])
+    assert tags.shape == (6, 7) and ((tags >= 0) & (tags <= 1)).all()
