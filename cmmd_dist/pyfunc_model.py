@@ -66,9 +66,14 @@ def load_files(folder: str | Path):
     return core, spec, metrics
 
 
+def _cells(a: np.ndarray) -> list[np.ndarray]:
+    """(n, *shape) -> n flattened float32 rows (n may be 0)."""
+    return list(a.reshape(a.shape[0], int(np.prod(a.shape[1:]))).astype(np.float32))
+
+
 def rows_frame(arrays: dict[str, np.ndarray]) -> pd.DataFrame:
     """name -> (n, *shape) arrays as a DataFrame of flattened float32 cells (the model's input form)."""
-    return pd.DataFrame({k: list(np.asarray(v, dtype=np.float32).reshape(len(v), -1)) for k, v in arrays.items()})
+    return pd.DataFrame({k: _cells(np.asarray(v)) for k, v in arrays.items()})
 
 
 def frame_to_obs(df: pd.DataFrame, observed) -> dict:
@@ -81,8 +86,8 @@ def frame_to_obs(df: pd.DataFrame, observed) -> dict:
             raise ValueError(f"input has no column {m.name!r} (observed modality, {m.size} floats per row); "
                              f"columns: {list(df.columns)}")
         try:
-            arr = np.stack([np.asarray(v, dtype=np.float32).reshape(-1) for v in df[m.name]]) if len(df) else \
-                np.zeros((0, m.size), np.float32)
+            rows = [np.asarray(v, dtype=np.float32).reshape(-1) for v in df[m.name]]
+            arr = np.stack(rows) if rows else np.zeros((0, m.size), np.float32)
         except ValueError as err:
             raise ValueError(f"column {m.name!r}: rows differ in width, expected {m.size} floats each") from err
         if arr.shape[1] != m.size:
@@ -92,8 +97,6 @@ def frame_to_obs(df: pd.DataFrame, observed) -> dict:
     return obs
 
 
-def _cells(a: np.ndarray) -> list[np.ndarray]:
-    return list(a.reshape(len(a), -1).astype(np.float32))
 
 
 class CMMDPyfunc(mlflow.pyfunc.PythonModel):
@@ -110,22 +113,21 @@ class CMMDPyfunc(mlflow.pyfunc.PythonModel):
             raise ValueError(f"unknown task {task!r}; one of {TASKS}")
         obs = frame_to_obs(pd.DataFrame(model_input), self.core.cfg.observed)
         n = len(model_input)
-        parts: dict[str, list[np.ndarray]] = {}
+        if n == 0:  # the networks take no empty batch: one zero row, cut off below, keeps the columns' widths
+            obs = {k: torch.zeros(1, *v.shape[1:]) for k, v in obs.items()}
         with torch.no_grad():
-            for s in range(0, n, 1024):
-                pred = self.core.predict({k: v[s:s + 1024] for k, v in obs.items()})
-                parts.setdefault("z", []).append(pred["z"].numpy())
-                parts.setdefault("probs", []).append(pred["probs"].numpy())
-                for name, g in pred["generated"].items():
-                    parts.setdefault(name, []).append(g.numpy())
-        out = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()}
+            preds = [self.core.predict({k: v[s:s + 1024] for k, v in obs.items()}) for s in range(0, max(n, 1), 1024)]
+
+        def joined(get) -> np.ndarray:
+            return np.concatenate([get(p).numpy() for p in preds])[:n]
+
         if task == "embed":
-            return pd.DataFrame({"z": _cells(out["z"])}) if n else pd.DataFrame({"z": []})
+            return pd.DataFrame({"z": _cells(joined(lambda p: p["z"]))})
         if task == "generate":
-            return pd.DataFrame({m.name: _cells(out[m.name]) if n else [] for m in self.core.cfg.missing})
-        probs = out["probs"].reshape(n, -1)
+            return pd.DataFrame({m.name: _cells(joined(lambda p, m=m: p["generated"][m.name])) for m in self.core.cfg.missing})
+        probs = joined(lambda p: p["probs"])
         labels = [list(np.flatnonzero(p >= 0.5)) for p in probs] if self.core.cfg.multilabel else probs.argmax(1)
-        return pd.DataFrame({"label": labels, "probs": _cells(probs) if n else []})
+        return pd.DataFrame({"label": labels, "probs": _cells(probs)})
 
 
 def signature(observed: list[str]):

@@ -265,3 +265,5 @@ def test_pyfunc_multilabel_classify_lists_classes_above_one_half():
     assert [list(ls) for ls in got["label"]] == [list(np.flatnonzero(p >= 0.5)) for p in probs]
     tags = np.stack(model.predict(None, rows_frame({"image": x}), {"task": "generate"})["tags"])
     assert tags.shape == (6, 7) and ((tags >= 0) & (tags <= 1)).all()
+    empty = model.predict(None, rows_frame({"image": x[:0]}), {"task": "classify"})
+    assert list(empty.columns) == ["label", "probs"] and len(empty) == 0
