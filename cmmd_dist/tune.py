@@ -131,7 +131,8 @@ def run_sweep(settings: SweepConfig, log=print) -> dict:
 
     fs, root = resolve(storage) if is_s3_uri(storage) else (None, storage)
     trainable = tune.with_parameters(trial_fn, base=base, folds=space.folds, workers=workers,
-                                     use_gpu=settings.use_gpu, storage=root, verdicts=verdicts, storage_fs=fs)
+                                     use_gpu=settings.use_gpu, storage=f"{root.rstrip('/')}/{name}-train",
+                                     verdicts=verdicts, storage_fs=fs)
     # the trial driver only waits on its workers: no CPU of its own (a bundle may not be empty, so a little memory)
     trainable = tune.with_resources(trainable, {"cpu": 0, "memory": 64 * 1024**2})
     t0 = time.time()

@@ -51,7 +51,7 @@ def test_killed_sweep_resumes_without_rerunning_trials(ray_session, tmp_path):
            "--max-concurrent-trials", "1", "--name", "resume-me", "--out", str(tmp_path), "--no-retrain"]
     exp = tmp_path / "sweeps" / "resume-me"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
+    deadline = time.time() + 600
     finished_before: dict[str, int] = {}
     while time.time() < deadline:
         done = {k: len(v) for k, v in trial_results(exp).items() if v and v[-1].get("done")}
@@ -64,7 +64,7 @@ def test_killed_sweep_resumes_without_rerunning_trials(ray_session, tmp_path):
     assert len(finished_before) >= 2, "the sweep did not finish two trials in time"
     assert len(finished_before) < 4, "the sweep finished before it could be interrupted"
 
-    out = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=400)
+    out = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resuming sweep" in out.stdout
     after = trial_results(exp)
