@@ -137,6 +137,10 @@ def run_sweep(settings: SweepConfig, log=print) -> dict:
     trainable = tune.with_resources(trainable, {"cpu": 0, "memory": 64 * 1024**2})
     t0 = time.time()
     exp_path = f"{root.rstrip('/')}/{name}"
+    from cmmd_dist.sweep_tracking import MlflowTrials, finish_sweep, start_recorder
+
+    recorder = start_recorder(space.dataset, settings.scenario, space.model_dump(mode="json"), exp_path,
+                              settings.mlflow, settings.searcher or space.searcher, settings.preset)
     if settings.resume:
         if not tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
             raise FileNotFoundError(f"--resume: {exp_path} holds no sweep to resume")
@@ -157,7 +161,8 @@ def run_sweep(settings: SweepConfig, log=print) -> dict:
                 scheduler=make_scheduler(settings, epochs, verdicts or ""),
                 max_concurrent_trials=concurrent, time_budget_s=settings.time_budget_s,
             ),
-            run_config=tune.RunConfig(name=name, storage_path=root, storage_filesystem=fs, verbose=1),
+            run_config=tune.RunConfig(name=name, storage_path=root, storage_filesystem=fs, verbose=1,
+                                      callbacks=[MlflowTrials(recorder)]),
         )
     grid_result = tuner.fit()
     rows = _trials_table(grid_result, space)
@@ -168,7 +173,13 @@ def run_sweep(settings: SweepConfig, log=print) -> dict:
                "search_seconds": time.time() - t0}
     if rows and settings.retrain:
         summary.update(_retrain_best(settings, base, rows[0], log))
+        summary["model_uri"] = finish_sweep(recorder, summary, summary.pop("_retrain"), summary.pop("_bundle"),
+                                            summary["best_run_config"])
     log(format_table(rows, summary.get("test")))
+    if "model_uri" in summary:
+        from cmmd_dist.tracking import ui_command
+
+        log(f"registered {summary['model_uri']}\nbrowse the sweep: {ui_command(settings.mlflow)}")
     out = Path(settings.output_dir) / f"{name}-summary.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({k: v for k, v in summary.items() if not k.startswith("_")}, indent=2, default=str))
@@ -186,8 +197,8 @@ def _retrain_best(settings: SweepConfig, base: dict, best: dict, log) -> dict:
     epochs = max(1, int(best["best_epoch"] or run.train.epochs))
     log(f"retraining trial {best['trial_id']} on train+val for {epochs} epochs")
     res = retrain_and_test(run, bundle, epochs)
-    return {"best": best, "best_run_config": run.model_dump(), "retrain_epochs": epochs, "test": res["test"],
-            "_model": res["model"], "_spec": bundle.spec}
+    return {"best": best, "best_run_config": run.model_dump(mode="json"), "retrain_epochs": epochs,
+            "test": res["test"], "_retrain": res, "_bundle": bundle}
 
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:

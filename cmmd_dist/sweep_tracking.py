@@ -1,0 +1,71 @@
+"""The sweep's MLflow side, seen from the Tune driver: a Tune callback feeding ``tracking.SweepRecorder``,
+and the final report (figures, summary, registered champion) after the retrain.
+
+Only the driver writes to MLflow: one parent run per sweep, one nested run per trial (a resumed or
+restarted trial continues its own run), and a retrain run holding the test figures and the model.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import yaml
+from ray import tune
+
+from cmmd_dist.tracking import SweepRecorder
+
+__all__ = ["MlflowTrials", "start_recorder", "finish_sweep"]
+
+
+class MlflowTrials(tune.Callback):
+    """Forwards Tune's trial events to the recorder (the recorder pickles by tracking URI)."""
+
+    def __init__(self, recorder: SweepRecorder):
+        self.recorder = recorder
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.recorder.trial_started(trial.trial_id, trial.config)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.recorder.trial_result(trial.trial_id, result, trial.config)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        pruned = not (trial.last_result or {}).get("cv_completed", 0)
+        self.recorder.trial_finished(trial.trial_id, "FINISHED", pruned=pruned)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.recorder.trial_finished(trial.trial_id, "FAILED")
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def start_recorder(dataset: str, scenario: str | None, space: dict, sweep_id: str, uri: str | None,
+                   searcher: str, preset: str | None) -> SweepRecorder:
+    import ray
+
+    tags = {"git_commit": _git_commit() or "unknown", "ray_job_id": ray.get_runtime_context().get_job_id(),
+            "searcher": searcher, "preset": preset or "none"}
+    return SweepRecorder(dataset, scenario, space, tags=tags, sweep_id=sweep_id, uri=uri)
+
+
+def finish_sweep(recorder: SweepRecorder, summary: dict, retrain: dict, bundle, run_config: dict) -> str:
+    """Figures, summary and config on the retrain run; the retrained model registered as champion."""
+    from cmmd_dist.plots import report_figures
+    from cmmd_dist.train.batches import SplitTensors
+
+    spec = bundle.spec
+    observed, missing = spec.split_modalities(run_config["data"].get("scenario"))
+    obs, mis = [m.name for m in observed], [m.name for m in missing]
+    test = SplitTensors.from_split(bundle.test, obs, mis)
+    trials = [{"lam": t["params"].get("loss.lam"), "cv_mean": t["best_cv_metric"], "cv_std": t["cv_std"]}
+              for t in summary["trials"] if t["params"].get("loss.lam") is not None]
+    figs = report_figures(retrain["model"], test, history=retrain["history"], trials=trials or None)
+    public = {k: v for k, v in summary.items() if not k.startswith("_")}
+    artifacts = {**figs, "summary.json": public, "config.yaml": yaml.safe_dump(run_config, sort_keys=False)}
+    example = {n: bundle.test.arrays[n][:5] for n in obs}
+    return recorder.finish(retrain["model"], spec, retrain["test"], summary["best"]["params"], example, artifacts)
