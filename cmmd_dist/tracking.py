@@ -221,7 +221,7 @@ class Tracker:
             self.log_artifact(run_id, name, value)
 
     def log_artifact(self, run_id: str, name: str, value) -> None:
-        if isinstance(value, (str, Path)) and Path(value).is_file():
+        if isinstance(value, Path) or (isinstance(value, str) and "\n" not in value and _is_file(value)):
             self.client.log_artifact(run_id, str(value))
         elif hasattr(value, "savefig"):
             self.client.log_figure(run_id, value, name)
@@ -298,6 +298,14 @@ def pull(name: str, alias: str = CHAMPION, uri: str | None = None):
         folder = Tracker(uri).download(name, alias, tmp)
         core, spec, _ = pyfunc_model.load_files(folder / "artifacts")
     return core, spec
+
+
+def _is_file(text: str) -> bool:
+    """Whether a string names an existing file (a long text is not a path)."""
+    try:
+        return Path(text).is_file()
+    except OSError:
+        return False
 
 
 # Tune's own bookkeeping in a trial result: not figures worth a metric history

@@ -27,8 +27,9 @@ def trial_results(exp: Path) -> dict[str, list[dict]]:
 
 
 def test_smoke_sweep_reports_cv_prunes_and_retrains(ray_session, tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
     summary = run_sweep(SweepConfig(dataset="digits2v", preset="smoke", output_dir=str(tmp_path),
-                                    storage=str(tmp_path / "sweeps"), seed=0))
+                                    storage=str(tmp_path / "sweeps"), seed=0, mlflow=uri))
     assert Path(summary["summary_path"]).exists()
     on_disk = json.loads(Path(summary["summary_path"]).read_text())
     assert len(on_disk["trials"]) == 4 and on_disk["workers_per_trial"] == 2 and on_disk["folds"]["k"] == 2
@@ -42,6 +43,22 @@ def test_smoke_sweep_reports_cv_prunes_and_retrains(ray_session, tmp_path):
     assert any(t["stopped_early"] for t in on_disk["trials"]), "ASHA stopped no trial"
     assert any(not t["stopped_early"] for t in on_disk["trials"])
     assert 0 <= on_disk["test"]["error"] < 0.9 and on_disk["retrain_epochs"] >= 1
+
+    # tracked from the driver: one parent, a child per trial (per-epoch metrics), a retrain run; the champion
+    from mlflow.tracking import MlflowClient
+
+    from cmmd_dist.tracking import pull
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=100)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 5  # 4 trials + the retrain
+    trial_run = next(r for r in children if r.data.tags.get("kind") == "trial")
+    assert len(client.get_metric_history(trial_run.info.run_id, "cv_metric")) >= 1
+    assert summary["model_uri"] == "models:/cmmd-digits2v@champion"
+    core, spec = pull("cmmd-digits2v", uri=uri)
+    assert spec.name == "digits2v" and core.cfg.num_classes == 10
 
 
 def test_killed_sweep_resumes_without_rerunning_trials(ray_session, tmp_path):
