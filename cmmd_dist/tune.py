@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -122,6 +123,8 @@ def run_sweep(settings: SweepConfig, log=print) -> dict:
     storage, name = sweep_paths(settings, space.dataset)
     if not ray.is_initialized():
         ray.init()
+    # save the experiment state often, so that a killed driver's finished trials are known as finished
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     cpus = ray.cluster_resources().get("CPU", 1)
     concurrent = settings.max_concurrent_trials or max(1, int(cpus // workers))
     verdicts = f"cmmd-verdicts-{name}" if settings.asha else None

@@ -26,6 +26,19 @@ def trial_results(exp: Path) -> dict[str, list[dict]]:
     return out
 
 
+def terminated_in_state(exp: Path) -> set[str]:
+    """Trial ids that Tune's newest saved experiment state records as TERMINATED (what a resume keeps)."""
+    states = sorted(exp.glob("experiment_state-*.json"))
+    if not states:
+        return set()
+    try:
+        data = json.loads(states[-1].read_text())
+    except (json.JSONDecodeError, OSError):  # being rewritten right now
+        return set()
+    trials = [json.loads(entry[0]) for entry in data["trial_data"]]
+    return {t["trial_id"] for t in trials if t.get("status") == "TERMINATED"}
+
+
 def test_smoke_sweep_reports_cv_prunes_and_retrains(ray_session, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlruns.db"
     summary = run_sweep(SweepConfig(dataset="digits2v", preset="smoke", output_dir=str(tmp_path),
@@ -64,18 +77,19 @@ def test_smoke_sweep_reports_cv_prunes_and_retrains(ray_session, tmp_path):
 def test_killed_sweep_resumes_without_rerunning_trials(ray_session, tmp_path):
     address = ray_session.get_runtime_context().gcs_address
     env = {**os.environ, "RAY_ADDRESS": address}
+    # no ASHA here: every trial then ends by itself, and its last report says so (cv_completed)
     cmd = [sys.executable, "-m", "cmmd_dist.tune", "--dataset", "digits2v", "--preset", "smoke", "--num-trials", "4",
-           "--max-concurrent-trials", "1", "--name", "resume-me", "--out", str(tmp_path), "--no-retrain"]
+           "--max-concurrent-trials", "1", "--name", "resume-me", "--out", str(tmp_path), "--no-retrain", "--no-asha"]
     exp = tmp_path / "sweeps" / "resume-me"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     finished_before: dict[str, int] = {}
     while time.time() < deadline:
-        done = {k: len(v) for k, v in trial_results(exp).items() if v and v[-1].get("done")}
-        if len(done) >= 2:
-            finished_before = done
+        kept = terminated_in_state(exp)
+        if len(kept) >= 2:
+            finished_before = {k: len(v) for k, v in trial_results(exp).items() if v and v[-1]["trial_id"] in kept}
             break
-        time.sleep(1)
+        time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert len(finished_before) >= 2, "the sweep did not finish two trials in time"
@@ -85,7 +99,7 @@ def test_killed_sweep_resumes_without_rerunning_trials(ray_session, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resuming sweep" in out.stdout
     after = trial_results(exp)
-    finished = {k: v for k, v in after.items() if v and v[-1].get("done")}
+    finished = {k: v for k, v in after.items() if v and v[-1].get("cv_completed")}
     assert len(finished) == 4
     for trial, n_rows in finished_before.items():
         assert len(after[trial]) == n_rows, f"{trial} ran again"
