@@ -50,9 +50,10 @@ def to_best(summary: dict) -> int:
     return spent
 
 
-def run(searcher: str, epochs: int, trials: int, tmp: Path) -> dict:
+def run(searcher: str, epochs: int, trials: int, tmp: Path, grace: int, rf: float) -> dict:
     settings = SweepConfig(dataset="digits2v", space=str(space_file(tmp, searcher, epochs)), searcher=searcher,
                            num_trials=trials, asha=searcher == "optuna", workers_per_trial=1, seed=0,
+                           grace_period=grace, reduction_factor=rf,
                            output_dir=str(tmp / searcher), name=f"bench-{searcher}")
     s = run_sweep(settings)
     return {
@@ -71,12 +72,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--trials", type=int, default=12, help="TPE trials (the grid has 11)")
+    ap.add_argument("--grace", type=int, default=5, help="ASHA grace period (epochs): early epochs sit at chance")
+    ap.add_argument("--rf", type=float, default=3.0, help="ASHA reduction factor")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        grid = run("grid", args.epochs, 11, tmp)
-        tpe = run("optuna", args.epochs, args.trials, tmp)
-    out = {"dataset": "digits2v", "epochs": args.epochs, "folds": 3, "grid": grid, "tpe_asha": tpe,
+        grid = run("grid", args.epochs, 11, tmp, args.grace, args.rf)
+        tpe = run("optuna", args.epochs, args.trials, tmp, args.grace, args.rf)
+    out = {"dataset": "digits2v", "epochs": args.epochs, "folds": 3, "asha": {"grace": args.grace, "rf": args.rf},
+           "grid": grid, "tpe_asha": tpe,
            "cv_gap": tpe["best_cv"] - grid["best_cv"],
            "compute_ratio_to_best": tpe["trial_epochs_to_best"] / grid["trial_epochs_to_best"],
            "compute_ratio_total": tpe["trial_epochs_total"] / grid["trial_epochs_total"]}

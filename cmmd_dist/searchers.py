@@ -54,7 +54,7 @@ class PruneAwareOptunaSearch(OptunaSearch):
             self._completed_trials.add(trial_id)
 
 
-def make_searcher(settings: SweepConfig, space: SearchSpace, max_concurrent: int):
+def make_searcher(settings: SweepConfig, space: SearchSpace, max_concurrent: int, num_trials: int = 20):
     """The search algorithm (None: Tune's default variant generator, which expands grids).
 
     Metric and mode are set once, in the TuneConfig."""
@@ -62,7 +62,9 @@ def make_searcher(settings: SweepConfig, space: SearchSpace, max_concurrent: int
         return None
     from optuna.samplers import TPESampler
 
-    algo = PruneAwareOptunaSearch(sampler=TPESampler(seed=settings.seed))
+    # TPE's default 10 random start-up trials would be most of a small sweep: a third of it, 3 to 10
+    startup = min(10, max(3, num_trials // 3))
+    algo = PruneAwareOptunaSearch(sampler=TPESampler(seed=settings.seed, n_startup_trials=startup))
     return tune.search.ConcurrencyLimiter(algo, max_concurrent=max_concurrent)
 
 

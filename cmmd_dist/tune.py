@@ -160,7 +160,7 @@ def run_sweep(settings: SweepConfig, log=print) -> dict:
             param_space=tune_param_space(space, searcher),
             tune_config=tune.TuneConfig(
                 metric=METRIC, mode=MODE, num_samples=1 if grid else num_trials,
-                search_alg=make_searcher(settings, space, concurrent),
+                search_alg=make_searcher(settings, space, concurrent, num_trials),
                 scheduler=make_scheduler(settings, epochs, verdicts or ""),
                 max_concurrent_trials=concurrent, time_budget_s=settings.time_budget_s,
             ),
