@@ -27,5 +27,8 @@ def gaussian_kernel(a: torch.Tensor, b: torch.Tensor, bandwidth: float | None = 
 def mmd(zq: torch.Tensor, zp: torch.Tensor, gather: Gather | None = None) -> torch.Tensor:
     """mean(K_qq) + mean(K_pp) - 2 mean(K_qp) over the (gathered) samples of both sets."""
     if gather is not None:
-        zq, zp = gather(zq), gather(zp)
+        # one collective for both sets: each rank contributes [zq; zp], split back per rank afterwards
+        n, d = zq.shape
+        both = gather(torch.cat([zq, zp], dim=0)).view(-1, 2 * n, d)
+        zq, zp = both[:, :n].reshape(-1, d), both[:, n:].reshape(-1, d)
     return gaussian_kernel(zq, zq).mean() + gaussian_kernel(zp, zp).mean() - 2 * gaussian_kernel(zq, zp).mean()

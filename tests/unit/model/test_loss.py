@@ -46,8 +46,8 @@ def test_mmd_gather_hook_sees_global_batch():
     torch.manual_seed(0)
     zq, zp = torch.randn(10, 3), torch.randn(10, 3)
     other_q, other_p = torch.randn(10, 3), torch.randn(10, 3)
-    store = {id(zq): other_q, id(zp): other_p}
-    gathered = mmd(zq, zp, gather=lambda t: torch.cat([t, store[id(t)]]))
+    # a fake 2-rank gather: this rank's rows, then the other rank's rows (sent in the same layout)
+    gathered = mmd(zq, zp, gather=lambda t: torch.cat([t, torch.cat([other_q, other_p])]))
     assert torch.allclose(gathered, mmd(torch.cat([zq, other_q]), torch.cat([zp, other_p])))
 
 
