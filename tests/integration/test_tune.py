@@ -39,8 +39,8 @@ def terminated_in_state(exp: Path) -> set[str]:
     return {t["trial_id"] for t in trials if t.get("status") == "TERMINATED"}
 
 
-def test_smoke_sweep_reports_cv_prunes_and_retrains(ray_session, tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlruns.db"
+def test_smoke_sweep_reports_cv_prunes_and_retrains(ray_session, mlflow_server, tmp_path):
+    uri = mlflow_server.uri  # a real `mlflow server` (SQLite backend, artifacts on the SeaweedFS S3 fixture)
     summary = run_sweep(SweepConfig(dataset="digits2v", preset="smoke", output_dir=str(tmp_path),
                                     storage=str(tmp_path / "sweeps"), seed=0, mlflow=uri))
     assert Path(summary["summary_path"]).exists()
@@ -63,8 +63,9 @@ def test_smoke_sweep_reports_cv_prunes_and_retrains(ray_session, tmp_path):
     from cmmd_dist.tracking import pull
 
     client = MlflowClient(uri)
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=100)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    exp = client.get_experiment_by_name("cmmd-digits2v")
+    runs = client.search_runs([exp.experiment_id], max_results=200)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags and r.data.tags.get("sweep_id") == summary["sweep"]]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1 and len(children) == 5  # 4 trials + the retrain
     trial_run = next(r for r in children if r.data.tags.get("kind") == "trial")
