@@ -7,8 +7,6 @@ restarted trial continues its own run), and a retrain run holding the test figur
 
 from __future__ import annotations
 
-import subprocess
-
 import yaml
 from ray import tune
 
@@ -37,18 +35,12 @@ class MlflowTrials(tune.Callback):
         self.recorder.trial_finished(trial.trial_id, "FAILED")
 
 
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def start_recorder(dataset: str, scenario: str | None, space: dict, sweep_id: str, uri: str | None,
                    searcher: str, preset: str | None) -> SweepRecorder:
     import ray
 
-    tags = {"git_commit": _git_commit() or "unknown", "ray_job_id": ray.get_runtime_context().get_job_id(),
+    # the git commit tag is added by Tracker.start_sweep itself
+    tags = {"ray_job_id": ray.get_runtime_context().get_job_id(),
             "searcher": searcher, "preset": preset or "none"}
     return SweepRecorder(dataset, scenario, space, tags=tags, sweep_id=sweep_id, uri=uri)
 
