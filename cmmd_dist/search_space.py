@@ -61,6 +61,13 @@ class Folds(_Strict):
     seed: int = Field(0, description="seed of the fold assignment")
 
 
+class Asha(_Strict):
+    """ASHA's rungs: a trial may be stopped after ``grace_period`` epochs, then at every ``reduction_factor``-fold rung."""
+
+    grace_period: int = Field(1, ge=1, description="epochs before a trial may be stopped (past the early plateau)")
+    reduction_factor: float = Field(2.0, gt=1, description="keep the best 1/reduction_factor of the trials at each rung")
+
+
 class Preset(_Strict):
     """Overrides of a named preset: its own fixed values, params (replacing same-named ones), folds, searcher."""
 
@@ -72,6 +79,7 @@ class Preset(_Strict):
     searcher: Literal["optuna", "grid"] | None = None
     num_trials: int | None = Field(None, ge=1)
     workers_per_trial: int | None = Field(None, ge=1)
+    asha: Asha | None = None
 
 
 class SearchSpace(_Strict):
@@ -87,6 +95,7 @@ class SearchSpace(_Strict):
     num_trials: int = Field(20, ge=1)
     workers_per_trial: int = Field(1, ge=1)
     searcher: Literal["optuna", "grid"] = "optuna"
+    asha: Asha = Field(default_factory=Asha, description="the pruning schedule (sweep options override it)")
 
     @model_validator(mode="after")
     def _check(self) -> "SearchSpace":
@@ -111,7 +120,7 @@ class SearchSpace(_Strict):
         return self.model_copy(update={
             "fixed": fixed, "params": params, "folds": p.folds or self.folds, "presets": {},
             "searcher": p.searcher or self.searcher, "num_trials": p.num_trials or self.num_trials,
-            "workers_per_trial": p.workers_per_trial or self.workers_per_trial,
+            "workers_per_trial": p.workers_per_trial or self.workers_per_trial, "asha": p.asha or self.asha,
         })
 
 
@@ -155,16 +164,19 @@ def apply_params(base: dict, params: dict[str, Any]) -> dict:
 
 def load_search_space(path_or_dataset: str | Path, root: str | Path = "search_spaces") -> SearchSpace:
     """A SearchSpace from a YAML path, or from ``<root>/<dataset>.yaml`` given a dataset name."""
+    from importlib import resources
+
+    packaged_root = Path(str(resources.files("cmmd_dist"))).parent / "search_spaces"
     p = Path(path_or_dataset)
     if not p.suffix:
         p = Path(root) / f"{path_or_dataset}.yaml"
         if not p.exists():
-            from importlib import resources
-
-            packaged = Path(str(resources.files("cmmd_dist"))).parent / "search_spaces" / p.name
+            packaged = packaged_root / p.name
             p = packaged if packaged.exists() else p
     if not p.exists():
-        raise FileNotFoundError(f"no search space {p}")
+        known = sorted(f.stem for f in Path(root).glob("*.yaml")) or sorted(f.stem for f in packaged_root.glob("*.yaml"))
+        what = f"dataset {path_or_dataset!r}" if not Path(path_or_dataset).suffix else "search space"
+        raise FileNotFoundError(f"unknown {what}: no search space {p}; the spaces here are for: {', '.join(known)}")
     raw = yaml.safe_load(p.read_text()) or {}
     try:
         return SearchSpace.model_validate(raw)

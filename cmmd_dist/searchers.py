@@ -68,12 +68,16 @@ def make_searcher(settings: SweepConfig, space: SearchSpace, max_concurrent: int
     return tune.search.ConcurrencyLimiter(algo, max_concurrent=max_concurrent)
 
 
-def make_scheduler(settings: SweepConfig, epochs: int, verdicts_name: str):
-    """ASHA over epochs (training_iteration), enforced cooperatively; or FIFO when pruning is off."""
+def make_scheduler(settings: SweepConfig, space: SearchSpace, epochs: int, verdicts_name: str):
+    """ASHA over epochs (training_iteration), enforced cooperatively; or FIFO when pruning is off.
+
+    The rungs come from the space (its preset) unless the sweep settings name them."""
     if not settings.asha:
         return FIFOScheduler()
+    grace = settings.grace_period or space.asha.grace_period
+    rf = settings.reduction_factor or space.asha.reduction_factor
     return CooperativeASHA(verdicts_name, time_attr="training_iteration", max_t=epochs,
-                         grace_period=min(settings.grace_period, epochs), reduction_factor=settings.reduction_factor)
+                           grace_period=min(grace, epochs), reduction_factor=rf)
 
 
 @ray.remote(num_cpus=0)

@@ -88,7 +88,7 @@ def _trials_table(result_grid, space: SearchSpace) -> list[dict]:
         rows.append({
             "trial_id": m.get("trial_id"), "params": {k: r.config.get(k) for k in space.params},
             "best_cv_metric": m.get("best_cv_metric"), "cv_metric": m.get(METRIC), "cv_std": m.get("cv_std"),
-            "best_epoch": m.get("best_epoch"), "epochs_run": m.get("epoch"), "stopped_early": not m.get("cv_completed", 0),
+            "best_cv_rmse": m.get("best_cv_rmse"), "best_epoch": m.get("best_epoch"), "epochs_run": m.get("epoch"), "stopped_early": not m.get("cv_completed", 0),
             "error": str(r.error) if r.error else None, "finished_at": m.get("timestamp"),
         })
     return sorted(rows, key=lambda row: (row["best_cv_metric"] is None, row["best_cv_metric"]))
@@ -161,7 +161,7 @@ def run_sweep(settings: SweepConfig, log=print) -> dict:
             tune_config=tune.TuneConfig(
                 metric=METRIC, mode=MODE, num_samples=1 if grid else num_trials,
                 search_alg=make_searcher(settings, space, concurrent, num_trials),
-                scheduler=make_scheduler(settings, epochs, verdicts or ""),
+                scheduler=make_scheduler(settings, space, epochs, verdicts or ""),
                 max_concurrent_trials=concurrent, time_budget_s=settings.time_budget_s,
             ),
             run_config=tune.RunConfig(name=name, storage_path=root, storage_filesystem=fs, verbose=1,
@@ -219,6 +219,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--searcher", choices=["optuna", "grid"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-asha", action="store_true", help="run every trial to the end")
+    p.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial may be stopped (default: the space's)")
+    p.add_argument("--reduction-factor", type=float, help="ASHA: rung reduction factor (default: the space's)")
     p.add_argument("--max-concurrent-trials", type=int)
     p.add_argument("--name", help="sweep name")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
@@ -233,6 +235,7 @@ def settings_from_args(a: argparse.Namespace) -> SweepConfig:
         dataset=a.dataset, space=a.space, scenario=a.scenario, preset=a.preset, num_trials=a.num_trials,
         time_budget_s=a.time_budget_s, workers_per_trial=a.workers_per_trial, use_gpu=a.use_gpu, data=a.data,
         storage=a.storage, searcher=a.searcher, seed=a.seed, asha=not a.no_asha,
+        grace_period=a.grace_period, reduction_factor=a.reduction_factor,
         max_concurrent_trials=a.max_concurrent_trials, name=a.name, resume=a.resume, retrain=not a.no_retrain,
         output_dir=a.out, mlflow=a.mlflow,
     )
@@ -244,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_args(args)
     except Exception as e:  # pydantic ValidationError: name the bad option
         print(f"invalid sweep settings:\n{e}", file=sys.stderr)
+        return 2
+    try:  # a bad dataset, space file or preset: one clear line before anything starts
+        space = load_search_space(settings.space or settings.dataset).with_preset(settings.preset)
+        sweep_base(settings, space)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        print(f"cmmd_dist.tune: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
     run_sweep(settings)
     return 0

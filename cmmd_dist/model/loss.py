@@ -1,6 +1,7 @@
 """The CMMD objective (minimised): L = REC + lam*KL + (1-lam)*mmd_weight*MMD + cls_weight*CE.
 
-REC and KL are means over rows; CE is a batch sum (reference) or mean. Under data parallelism
+REC and KL are means over rows; CE is a batch sum (reference) or mean. At lam = 1 the MMD is not
+computed (reported as 0): the plain conditional ELBO, at its own cost. Under data parallelism
 ``world_size`` scales the sum-reduced CE so that DDP's gradient average equals the gradient of
 the global-batch sum; the MMD sees the global batch through ``gather``.
 """
@@ -58,13 +59,15 @@ def cmmd_loss(
         rec = rec - model.likelihoods[m.name].log_prob(out.dec_params[m.name], x).mean()
     kl = gaussian_kl(out.mu_q, out.logvar_q, out.mu_p, out.logvar_p).sum(-1).mean()
     d = out.z_q.shape[-1]
-    mmd_term = mmd(out.z_q.reshape(-1, d), out.z_p.reshape(-1, d), gather)
+    mmd_scale = (1.0 - w.lam) * w.mmd_weight
+    # lam = 1 is the plain conditional ELBO: no MMD computed (every rank has the same weights, so no rank gathers)
+    mmd_term = mmd(out.z_q.reshape(-1, d), out.z_p.reshape(-1, d), gather) if mmd_scale else out.z_q.new_zeros(())
     if with_classifier:
         ce = classification_loss(out.logits, batch["y"], model.cfg.multilabel, w.ce_reduction)
         if w.ce_reduction == "sum":
             ce = ce * world_size
     else:
         ce = torch.zeros((), device=out.mu_q.device)
-    total = rec + w.lam * kl + (1.0 - w.lam) * w.mmd_weight * mmd_term + w.cls_weight * ce
+    total = rec + w.lam * kl + mmd_scale * mmd_term + w.cls_weight * ce
     terms = {"rec": rec, "kl": kl, "mmd": mmd_term, "ce": ce, "loss": total}
     return total, {k: v.detach() for k, v in terms.items()}

@@ -68,14 +68,15 @@ def cv_epoch(run: RunConfig, states: list[FoldState], world: int, gather, rank: 
         losses.append(m)
         seconds += m["seconds"]
         rows += m["rows"]
-    metrics = torch.zeros(len(states), dtype=torch.float64)
+    metrics = torch.zeros(2, len(states), dtype=torch.float64)  # (metric, rmse of the generated views) per fold
     if rank == 0:
         for i, s in enumerate(states):
-            metrics[i] = evaluate_model(s.core, s.val_rows, with_collapse=False)["metric"]
+            ev = evaluate_model(s.core, s.val_rows, with_collapse=False)
+            metrics[0, i], metrics[1, i] = ev["metric"], ev["rmse"]
     if world > 1:
         dist.broadcast(metrics, src=0)
-    folds = metrics.tolist()
-    out = {"cv_metric": float(np.mean(folds)), "cv_std": float(np.std(folds)),
+    folds, rmses = metrics.tolist()
+    out = {"cv_metric": float(np.mean(folds)), "cv_std": float(np.std(folds)), "cv_rmse": float(np.mean(rmses)),
            "samples_per_s": rows * world / seconds if seconds > 0 else 0.0}
     out.update({f"fold{i}_metric": v for i, v in enumerate(folds)})
     for term in ("rec", "kl", "mmd", "ce", "loss"):
@@ -114,13 +115,13 @@ def cv_worker(config: dict) -> None:
     for s in states:
         s.model = ray.train.torch.prepare_model(s.core, move_to_device=False) if world > 1 else s.core
     gather = gather_for(run.loss.mmd_scope)
-    best, best_epoch = float("inf"), 0
+    best, best_epoch, best_rmse = float("inf"), 0, float("nan")
     for epoch in range(1, run.train.epochs + 1):
         row = cv_epoch(run, states, world, gather, rank)
         if row["cv_metric"] < best:
-            best, best_epoch = row["cv_metric"], epoch
+            best, best_epoch, best_rmse = row["cv_metric"], epoch, row["cv_rmse"]
         patience_out = epoch - best_epoch >= run.train.patience
-        row.update(epoch=epoch, best_cv_metric=best, best_epoch=best_epoch,
+        row.update(epoch=epoch, best_cv_metric=best, best_epoch=best_epoch, best_cv_rmse=best_rmse,
                    cv_completed=int(epoch == run.train.epochs or patience_out))
         ray.train.report(row)
         if row["cv_completed"]:

@@ -24,7 +24,7 @@ from cmmd_dist.train.batches import SplitTensors, iterate_batches
 from cmmd_dist.train.build import loss_weights, model_config
 from cmmd_dist.train.loop import baseline_epoch, evaluate_loss, train_epoch
 
-__all__ = ["fit", "run_training", "retrain_and_test", "seed_everything", "split_tensors"]
+__all__ = ["fit", "run_training", "retrain_and_test", "retrain_baseline_and_test", "seed_everything", "split_tensors"]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -138,19 +138,23 @@ def run_training(run: RunConfig, log=print) -> tuple[dict, Path]:
     return results, out
 
 
-def retrain_and_test(run: RunConfig, bundle: DatasetBundle, epochs: int, log=print) -> dict:
-    """Train on train+val for a fixed number of epochs (chosen by cross-validation), then test ONCE."""
+def _dev_and_test(run: RunConfig, bundle: DatasetBundle) -> tuple[SplitTensors, SplitTensors]:
     from cmmd_dist.folds import development_split
 
+    observed, missing = bundle.spec.split_modalities(run.data.scenario)
+    obs, mis = [m.name for m in observed], [m.name for m in missing]
+    return (SplitTensors.from_split(development_split(bundle), obs, mis, run.train.device),
+            SplitTensors.from_split(bundle.test, obs, mis, run.train.device))
+
+
+def retrain_and_test(run: RunConfig, bundle: DatasetBundle, epochs: int, log=print) -> dict:
+    """Train on train+val for a fixed number of epochs (chosen by cross-validation), then test ONCE."""
     if run.train.threads:
         torch.set_num_threads(run.train.threads)
     gen = seed_everything(run.train.seed)
     cfg = model_config(run, bundle.spec)
     w = loss_weights(run)
-    observed, missing = bundle.spec.split_modalities(run.data.scenario)
-    obs, mis = [m.name for m in observed], [m.name for m in missing]
-    dev = SplitTensors.from_split(development_split(bundle), obs, mis, run.train.device)
-    test = SplitTensors.from_split(bundle.test, obs, mis, run.train.device)
+    dev, test = _dev_and_test(run, bundle)
     core = CMMD(cfg).to(run.train.device)
     opt = torch.optim.Adam(core.parameters(), lr=run.train.lr)
     history = []
@@ -158,3 +162,16 @@ def retrain_and_test(run: RunConfig, bundle: DatasetBundle, epochs: int, log=pri
         m = train_epoch(core, core, iterate_batches(dev, run.train.batch_size, gen), opt, w)
         history.append({"stage": "retrain", "epoch": epoch, **{f"train_{k}": v for k, v in m.items()}})
     return {"model": core, "model_config": cfg, "history": history, "epochs": epochs, "test": evaluate_model(core, test)}
+
+
+def retrain_baseline_and_test(run: RunConfig, bundle: DatasetBundle, epochs: int) -> dict:
+    """The M-x_o baseline (CMMD's prior network + classifier, trained on x_o alone) under the same budget as
+    ``retrain_and_test``: train+val, ``epochs`` epochs, the run's batch size and learning rate; tested ONCE."""
+    if run.train.threads:
+        torch.set_num_threads(run.train.threads)
+    gen = seed_everything(run.train.seed)
+    dev, test = _dev_and_test(run, bundle)
+    model = PriorClassifier(model_config(run, bundle.spec)).to(run.train.device)
+    opt = torch.optim.Adam(model.parameters(), lr=run.train.lr)
+    losses = [baseline_epoch(model, iterate_batches(dev, run.train.batch_size, gen), opt) for _ in range(epochs)]
+    return {"model": model, "train_loss": losses, "epochs": epochs, "test": evaluate_baseline(model, test)}

@@ -60,3 +60,22 @@ def test_folds_stratified_grouped_and_errors():
         assert len(np.unique(g[s.groups == grp])) == 1  # a speaker never straddles folds
     with pytest.raises(ValueError, match="group column"):
         assign_folds(Split(arrays={}, labels=y), 3, "grouped")
+
+
+def test_asha_rungs_come_from_the_preset_unless_the_sweep_names_them():
+    from cmmd_dist.config import SweepConfig
+    from cmmd_dist.searchers import make_scheduler
+
+    quick = load_search_space("digits2v").with_preset("quick")
+    assert (quick.asha.grace_period, quick.asha.reduction_factor) == (5, 3)
+    assert load_search_space("digits2v").with_preset("smoke").asha.grace_period == 1  # the space's default
+    def rungs(sched):  # ASHA's milestones (epochs at which a trial may be stopped)
+        return sorted(m for m, _ in sched._brackets[0]._rungs)
+
+    assert rungs(make_scheduler(SweepConfig(dataset="digits2v"), quick, 15, "v")) == [5, 15]
+    assert rungs(make_scheduler(SweepConfig(dataset="digits2v", grace_period=2, reduction_factor=2.0), quick, 15, "v")) == [2, 4, 8]
+
+
+def test_unknown_dataset_names_it_and_lists_the_known_ones():
+    with pytest.raises(FileNotFoundError, match=r"unknown dataset 'flikr'.*digits2v, flickr"):
+        load_search_space("flikr")

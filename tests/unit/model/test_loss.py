@@ -63,7 +63,8 @@ def _terms_and_total(lam):
 
 def test_lambda_one_is_rec_plus_kl_plus_ce():
     total, t = _terms_and_total(1.0)
-    assert float(t["mmd"]) > 0  # the MMD is computed, but weighted by (1 - lambda) = 0
+    assert float(t["mmd"]) == 0  # weighted by (1 - lambda) = 0: not computed at all (the plain ELBO's cost)
+    assert float(_terms_and_total(0.9)[1]["mmd"]) > 0
     assert torch.equal(total.detach(), t["rec"] + 1.0 * t["kl"] + 10.0 * t["ce"])
 
 
