@@ -131,8 +131,9 @@ Adam lr {b['lr']}. The paper: encoder 3x2500, prior and decoder 3x1024, lr 1e-4,
 
 Best lambda {'is interior' if interior else 'is NOT interior'} (0 < lambda < 1): {lam:.1f}.
 
-Figures: `mnist2v/lambda_vs_cv.png`, `mnist2v/posterior_collapse.png`, `mnist2v/latent_embedding.png` (PCA of test
-latents), `mnist2v/generated_x_m.png` (generated second views next to the truth), `mnist2v/learning_curves.png`.
+Figures (under `mnist2v/`): {', '.join(r['figures'])}: the lambda curve, the posterior-collapse curves
+(best lambda and lambda = 1), a 2-D PCA embedding of test latents by class, generated second views next
+to the truth, the learning curves.
 """
     path.write_text(text)
 
@@ -252,7 +253,7 @@ def main() -> None:
                    "widths": {"encoder": list(m.encoder_hidden), "prior": list(m.prior_hidden),
                               "decoder": list(m.decoder_hidden)},
                    "batch": run_best.train.batch_size, "lr": run_best.train.lr},
-        "paper": PAPER, "sweep": summary["sweep"], "torch": torch.__version__,
+        "paper": PAPER, "sweep": summary["sweep"], "torch": torch.__version__, "figures": sorted(figs),
     }
     r["notes"] = notes(r)
     (results / "mnist2v.json").write_text(json.dumps(r, indent=2) + "\n")

@@ -3,6 +3,8 @@ and the final report (figures, summary, registered champion) after the retrain.
 
 Only the driver writes to MLflow: one parent run per sweep, one nested run per trial (a resumed or
 restarted trial continues its own run), and a retrain run holding the test figures and the model.
+The same callback sets the sweep's Ray metrics (``train.metrics.SweepGauges``: trials per state, best CV
+metric) for the dashboards.
 """
 
 from __future__ import annotations
@@ -11,28 +13,60 @@ import yaml
 from ray import tune
 
 from cmmd_dist.tracking import SweepRecorder
+from cmmd_dist.train.metrics import SweepGauges
 
-__all__ = ["MlflowTrials", "start_recorder", "finish_sweep"]
+__all__ = ["MlflowTrials", "trial_state", "start_recorder", "finish_sweep"]
 
 
 class MlflowTrials(tune.Callback):
-    """Forwards Tune's trial events to the recorder (the recorder pickles by tracking URI)."""
+    """Forwards Tune's trial events to the recorder (the recorder pickles by tracking URI) and sets the sweep
+    gauges from the state of every trial after each event."""
 
-    def __init__(self, recorder: SweepRecorder):
+    def __init__(self, recorder: SweepRecorder, metric: str = "cv_metric"):
         self.recorder = recorder
+        self.metric = metric
+        self._gauges: SweepGauges | None = None  # created on the driver at the first event, never pickled
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_gauges": None}
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.recorder.trial_started(trial.trial_id, trial.config)
+        self._count(trials, trial, "running")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.recorder.trial_result(trial.trial_id, result, trial.config)
+        self._gauges_for(trial).offer(result.get(self.metric))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         pruned = not (trial.last_result or {}).get("cv_completed", 0)
         self.recorder.trial_finished(trial.trial_id, "FINISHED", pruned=pruned)
+        self._count(trials, trial, "pruned" if pruned else "finished")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.recorder.trial_finished(trial.trial_id, "FAILED")
+        self._count(trials, trial, "errored")
+
+    def _gauges_for(self, trial) -> SweepGauges:
+        if self._gauges is None:
+            self._gauges = SweepGauges(trial.experiment_dir_name, self.recorder.dataset)
+        return self._gauges
+
+    def _count(self, trials, trial, state: str) -> dict[str, int]:
+        """Tune may not have set ``trial.status`` yet when it calls back: the event's own state wins."""
+        states = [state if t is trial else trial_state(t) for t in trials]
+        return self._gauges_for(trial).set_states(states)
+
+
+def trial_state(trial) -> str | None:
+    """running, finished, pruned (ended before its last epoch: ASHA), errored; None while pending or paused."""
+    if trial.status == "RUNNING":
+        return "running"
+    if trial.status == "ERROR":
+        return "errored"
+    if trial.status == "TERMINATED":
+        return "finished" if (trial.last_result or {}).get("cv_completed", 0) else "pruned"
+    return None
 
 
 def start_recorder(dataset: str, scenario: str | None, space: dict, sweep_id: str, uri: str | None,

@@ -1,7 +1,11 @@
 """Squared MMD (biased V-statistic) with the Gaussian kernel k(a,b) = exp(-||a-b||^2 / D^2).
 
-``gather`` is an optional hook mapping a local (n, D) tensor to the global (N_total, D) tensor
-(differentiably, under data parallelism); without it the MMD is over the local batch.
+``gather`` is an optional hook for data parallelism; without it the MMD is over the local batch. Either
+- a function mapping a local (n, D) tensor to the global (N, D) one, differentiably: every rank then
+  computes the whole global MMD (three N x N kernels); or
+- a *row-share* gather (``gather.row_share`` true, ``gather.collect(x) -> (all rows, rank, world)``,
+  no gradient through the collective): each rank computes only the kernel rows of its own samples
+  against every sample (a 2n x 2N kernel instead of three N x N ones), see ``row_share_mmd``.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["gaussian_kernel", "mmd", "Gather"]
+__all__ = ["gaussian_kernel", "mmd", "row_share_mmd", "Gather"]
 
 Gather = Callable[[torch.Tensor], torch.Tensor]
 
@@ -20,12 +24,35 @@ def gaussian_kernel(a: torch.Tensor, b: torch.Tensor, bandwidth: float | None = 
     d = a.shape[-1]
     bw = float(d * d) if bandwidth is None else bandwidth
     # ||a||^2 + ||b||^2 - 2ab: O(nm) memory instead of the O(nmD) of broadcasting the differences
-    sq = (a.pow(2).sum(-1, keepdim=True) + b.pow(2).sum(-1).unsqueeze(0) - 2.0 * a @ b.T).clamp_min(0.0)
-    return torch.exp(-sq / bw)
+    sq = torch.addmm(a.pow(2).sum(-1, keepdim=True) + b.pow(2).sum(-1).unsqueeze(0), a, b.T, alpha=-2.0)
+    return torch.exp(sq.clamp_min(0.0) * (-1.0 / bw))
+
+
+def row_share_mmd(zq: torch.Tensor, zp: torch.Tensor, both: torch.Tensor, world: int) -> torch.Tensor:
+    """This rank's share of the global-batch MMD; ``both`` = every rank's [zq; zp] rows in rank order, detached.
+
+    With N samples per set over all ranks, the global MMD * N^2 = sum over ranks r of
+    S_r = sum K(q_r, q_all) + sum K(p_r, p_all) - sum K(q_r, p_all) - sum K(p_r, q_all),
+    the kernel rows of rank r's own samples. Its gradient with respect to rank r's own samples, the
+    columns held constant, is N^2/2 times the global MMD's (the kernel is symmetric). Returned: the
+    value world * S_r / N^2 (its mean over ranks IS the global MMD; our epoch metrics average over ranks)
+    carrying the gradient of 2 * world * S_r / N^2, i.e. world x d(global MMD)/d(own samples), which
+    DDP's average over ranks turns into the exact global-batch gradient; no collective in backward."""
+    n, d = zq.shape
+    both = both.view(world, 2, n, d)
+    cols = torch.cat([both[:, 0].reshape(-1, d), both[:, 1].reshape(-1, d)])  # all q, then all p
+    big_n = world * n
+    k = gaussian_kernel(torch.cat([zq, zp]), cols)  # (2n, 2N): own q and p rows against every sample
+    share = k[:n, :big_n].sum() + k[n:, big_n:].sum() - k[:n, big_n:].sum() - k[n:, :big_n].sum()
+    s = share * (world / float(big_n * big_n))
+    return 2.0 * s - s.detach()
 
 
 def mmd(zq: torch.Tensor, zp: torch.Tensor, gather: Gather | None = None) -> torch.Tensor:
     """mean(K_qq) + mean(K_pp) - 2 mean(K_qp) over the (gathered) samples of both sets."""
+    if gather is not None and getattr(gather, "row_share", False):
+        both, _, world = gather.collect(torch.cat([zq, zp], dim=0))
+        return row_share_mmd(zq, zp, both, world)
     if gather is not None:
         # one collective for both sets: each rank contributes [zq; zp], split back per rank afterwards
         n, d = zq.shape

@@ -35,7 +35,7 @@ from cmmd_dist.train.build import loss_weights, model_config
 from cmmd_dist.train.checkpoint import STATE_FILE, ResumeState, load_checkpoint, save_checkpoint
 from cmmd_dist.train.gather import gather_for
 from cmmd_dist.train.loop import evaluate_loss, train_epoch
-from cmmd_dist.train.metrics import EpochGauges
+from cmmd_dist.train.metrics import WorkerMetrics
 from cmmd_dist.train.single import seed_everything, split_tensors
 
 __all__ = ["CrashOnce", "setup", "main", "fit", "run_distributed", "run_storage"]
@@ -117,15 +117,16 @@ def main(config: dict) -> dict | None:
     optimizer = torch.optim.Adam(core.parameters(), lr=run.train.lr)
     gen = seed_everything(run.train.seed + 7919 * rank)  # own noise and shuffling per rank
     resume = ResumeState()
+    metrics = WorkerMetrics(config["name"], bundle.spec.name, rank)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
+        metrics.restored()
         with checkpoint.as_directory() as folder:
             resume = load_checkpoint(folder, rank, core, optimizer, gen)
         if not resume.rng_restored:
             gen = seed_everything(run.train.seed + 7919 * rank + 104729 * resume.epoch)
     model = ray.train.torch.prepare_model(core, move_to_device=False)
-    gauges = EpochGauges(config["name"], bundle.spec.name) if rank == 0 else None
-    history = fit(run, model, core, optimizer, data, gen, resume, rank, world, config.get("crash"), gauges)
+    history = fit(run, model, core, optimizer, data, gen, resume, rank, world, config.get("crash"), metrics)
     if rank != 0:
         return None
     if resume.best_state is not None:  # test figures from the best-validation epoch, as in the single process
@@ -151,7 +152,7 @@ def _group_mean(m: dict, device: torch.device, world: int) -> dict:
 
 
 def fit(run: RunConfig, model, core: CMMD, optimizer, data: dict, gen: torch.Generator, resume: ResumeState,
-        rank: int, world: int, crash: CrashOnce | None = None, gauges=None) -> list[dict]:
+        rank: int, world: int, crash: CrashOnce | None = None, metrics: WorkerMetrics | None = None) -> list[dict]:
     """Epochs ``resume.epoch + 1 .. train.epochs``: train, validate (rank 0), checkpoint and report every epoch.
 
     Stops early, on every rank alike, after ``train.patience`` epochs without validation improvement."""
@@ -173,18 +174,20 @@ def fit(run: RunConfig, model, core: CMMD, optimizer, data: dict, gen: torch.Gen
             if val["metric"] < resume.best_metric:
                 resume.best_metric, resume.best_epoch = val["metric"], epoch
                 resume.best_state = {k: v.detach().to("cpu", copy=True) for k, v in core.state_dict().items()}
-            if gauges is not None:
-                gauges.record(row)
         if world > 1:  # only rank 0 validates: share its best epoch so that every rank stops together
             best = torch.tensor([resume.best_epoch], device=device)
             dist.broadcast(best, src=0)
             resume.best_epoch = int(best)
+        if metrics is not None:
+            metrics.record_epoch(row, m["samples_per_s"])
         resume.history.append(row)
         resume.epoch, resume.batch = epoch, 0
         with tempfile.TemporaryDirectory() as folder:
             save_checkpoint(folder, rank, core, optimizer, gen, resume)
             ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(folder),
                              checkpoint_dir_name=f"checkpoint_epoch_{epoch:05d}")
+        if metrics is not None:
+            metrics.checkpoint_saved()
         if epoch - resume.best_epoch >= run.train.patience:
             break
     return resume.history

@@ -1,28 +1,35 @@
-"""The differentiable all-gather behind the global-batch MMD under data parallelism.
+"""The all-gathers behind the global-batch MMD under data parallelism.
 
-``all_gather_rows(x)`` concatenates every rank's (n, D) rows in rank order. In backward, rank r must
-return N times d(loss)/d(its rows), because DDP divides the summed parameter gradients by N:
+Every rank needs its gradient to be N times d(global MMD)/d(its own samples), because DDP divides the
+summed parameter gradients by N. Three ways, all proven against one process on the concatenated
+batch by tests/unit/train/test_gather.py:
 
-- general form (``replicated=False``): all-reduce (sum) the incoming gradient over ranks and keep
-  this rank's rows, as ``torch.distributed.nn.functional.all_gather`` does. When each rank's loss
-  is the same replicated function of the gathered rows, the N incoming gradients are equal, so
-  the sum is N times the true gradient;
-- replicated form (default, what the MMD uses): every rank computes the SAME global MMD from the
-  same gathered rows, so its own slice of the incoming gradient already is the full derivative;
-  scaling it by N gives the same result with no communication in backward (two fewer syncs per step).
+- ``row_share`` (default): a plain all-gather of every rank's samples, no gradient through it; each
+  rank computes only the kernel rows of its own samples against all of them
+  (``cmmd_dist.model.mmd.row_share_mmd``): 2n x 2N kernel entries instead of 3 N^2, no collective in
+  backward. The per-rank MMD value is this rank's share, scaled so that its mean over ranks is the
+  global MMD (the epoch metrics average over ranks);
+- ``replicated``: a differentiable all-gather (``all_gather_rows``), every rank computes the SAME
+  whole global MMD; its own slice of the incoming gradient already is the full derivative, scaled by N
+  in backward, no communication;
+- ``all_reduce``: the general differentiable all-gather, as ``torch.distributed.nn.functional.all_gather``
+  does it: all-reduce (sum) the incoming gradient over ranks and keep this rank's rows.
 
-tests/unit/train/test_gather.py proves both against one process on the concatenated batch. An own
-autograd function rather than ``torch.distributed.nn.functional.all_gather``: that one is deprecated
+Own autograd code rather than ``torch.distributed.nn.functional.all_gather``: that one is deprecated
 in torch 2.13 and has reports of wrong gradients (pytorch issue 120386). Every rank must pass the
 same number of rows (equal shards: ``SplitTensors.shard``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.distributed as dist
 
-__all__ = ["all_gather_rows", "gather_for"]
+__all__ = ["all_gather_rows", "gather_for", "RowShareGather", "MODES"]
+
+MODES = ("row_share", "replicated", "all_reduce")
 
 
 class _AllGatherRows(torch.autograd.Function):
@@ -51,12 +58,30 @@ def all_gather_rows(x: torch.Tensor, group=None, replicated: bool = True) -> tor
     return _AllGatherRows.apply(x, group, replicated)
 
 
-def gather_for(scope: str, replicated: bool = True):
+@dataclass(frozen=True)
+class RowShareGather:
+    """The ``row_share`` hook: ``collect(x)`` -> (every rank's rows, detached, in rank order; rank; world)."""
+
+    group: object = None
+    row_share: bool = True
+
+    def collect(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        world = dist.get_world_size(self.group)
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.detach().contiguous(), group=self.group)
+        return torch.cat(parts, dim=0), dist.get_rank(self.group), world
+
+
+def gather_for(scope: str, mode: str = "row_share"):
     """The ``gather`` hook of ``cmmd_loss`` for an MMD scope: 'global' (all ranks) or 'local' (per shard: None)."""
     if scope not in ("global", "local"):
         raise ValueError(f"mmd_scope must be 'global' or 'local', got {scope!r}")
+    if mode not in MODES:
+        raise ValueError(f"gather mode must be one of {MODES}, got {mode!r}")
     if scope == "local" or not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
         return None
-    if replicated:
+    if mode == "row_share":
+        return RowShareGather()
+    if mode == "replicated":
         return all_gather_rows
     return lambda x: all_gather_rows(x, replicated=False)

@@ -63,8 +63,8 @@ def _rank(rank: int, port: int, out: str) -> None:
     b, eps = rows(batch, noise, rank)
     fixed_noise(eps)
     results = {}
-    hooks = {"global": gather_for("global"), "general": gather_for("global", replicated=False),
-             "local": gather_for("local")}
+    hooks = {"global": gather_for("global"), "replicated": gather_for("global", mode="replicated"),
+             "general": gather_for("global", mode="all_reduce"), "local": gather_for("local")}
     for scope, gather in hooks.items():
         torch.manual_seed(0)
         core = CMMD(CFG).double()
@@ -104,12 +104,18 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_gathered_mmd_equals_single_process_mmd(runs):
     dist_results, (single_terms, _) = runs
     for r in dist_results:
-        for scope in ("global", "general"):
+        for scope in ("replicated", "general"):  # every rank computes the whole global MMD
             torch.testing.assert_close(r[scope][0]["mmd"], single_terms["mmd"], rtol=1e-12, atol=0)
+    # row shares (the default): each rank holds its share; their mean over ranks (what the epoch
+    # metrics report) is the global MMD, and no single share is
+    shares = [r["global"][0]["mmd"] for r in dist_results]
+    torch.testing.assert_close(sum(shares) / WORLD, single_terms["mmd"], rtol=1e-12, atol=0)
+    assert all(abs(float(s - single_terms["mmd"])) > 1e-6 for s in shares)
     assert float(single_terms["mmd"]) > 0
 
 
-@pytest.mark.parametrize("scope", ["global", "general"])  # replicated backward (used) and the all-reduce form
+# row shares (the default), the replicated whole MMD, and the all-reduce form
+@pytest.mark.parametrize("scope", ["global", "replicated", "general"])
 def test_gathered_gradients_equal_single_process_gradients(runs, scope):
     dist_results, (_, single_grads) = runs
     for r in dist_results:
