@@ -135,7 +135,7 @@ def main() -> None:
     p.add_argument("--mnist", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.pkl.gz"))
     p.add_argument("--rows", type=int, default=4096, help="training rows of mnist2v")
     p.add_argument("--epochs", type=int, default=4, help="epochs per throughput run (the first is warm-up)")
-    p.add_argument("--steps", type=int, default=60, help="timed steps per setting for the MMD overhead")
+    p.add_argument("--steps", type=int, default=150, help="timed steps per setting for the MMD overhead")
     p.add_argument("--scratch", default="runs/bench-distributed")
     args = p.parse_args()
     Path(args.scratch).mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@
 #   eval "$(cluster/local-two-node.sh env)"
 #   ray job submit --working-dir . -- python -m cmmd_dist.tune --dataset digits2v --preset smoke
 #
-# Settings (environment): RAY_LOCAL_DIR (state, logs and Ray's --temp-dir; keep it short: Ray's unix
+# Settings (environment): RAY_LOCAL_DIR (state, logs and each node's own --temp-dir, tmp/ and tmpw/, as on two machines: keep it short, Ray's unix
 # sockets live under it), RAY_GCS_PORT, RAY_DASHBOARD_PORT, RAY_CLIENT_PORT, RAY_HEAD_CPUS, RAY_WORKER_CPUS,
 # RAY_HEAD_METRICS_PORT, RAY_WORKER_METRICS_PORT, RAY_HEAD_AGENT_PORT, RAY_WORKER_AGENT_PORT, RAY_OBJECT_STORE_BYTES,
 # RAY_START_WAIT_S, RAY_BIN. Ray rewrites --node-ip-address 127.0.0.1 to the host's own address and its
@@ -85,7 +85,7 @@ start() {
     echo "already running (pids in $DIR); run: $0 stop" >&2
     exit 1
   fi
-  mkdir -p "$DIR/tmp"
+  mkdir -p "$DIR/tmp" "$DIR/tmpw"
   if [[ -z "${RAY_AUTH_TOKEN:-}${RAY_AUTH_TOKEN_PATH:-}" ]]; then
     "$RAY_BIN" get-auth-token --generate >/dev/null 2>&1  # creates ~/.ray/auth_token only when absent
   fi
@@ -99,7 +99,7 @@ start() {
   wait_for head_up head
   nohup "$RAY_BIN" start --block --disable-usage-stats --address "127.0.0.1:$GCS_PORT" --node-ip-address 127.0.0.1 \
     --dashboard-agent-listen-port "$WORKER_AGENT_PORT" --metrics-export-port "$WORKER_METRICS_PORT" \
-    --num-cpus "$WORKER_CPUS" --object-store-memory "$OBJECT_STORE_BYTES" \
+    --num-cpus "$WORKER_CPUS" --object-store-memory "$OBJECT_STORE_BYTES" --temp-dir "$DIR/tmpw" \
     >"$DIR/worker.log" 2>&1 &
   echo $! >"$DIR/worker.pid"
   wait_for two_nodes worker

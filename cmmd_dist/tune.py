@@ -57,6 +57,26 @@ def trial_fn(config: dict, base: dict, folds: Folds, workers: int, use_gpu: bool
         run_config=ray.train.RunConfig(name=f"trial-{trial_id}", storage_path=storage, storage_filesystem=storage_fs,
                                        callbacks=[TuneReportCallback()]),
     ).fit()
+    _drain_reports()
+
+
+def _drain_reports(timeout_s: float = 60.0, settle_s: float = 1.0) -> None:
+    """Return from a trial only once Tune has taken the trainer's last report.
+
+    Ray 2.60 deadlocks otherwise: ``TuneReportCallback`` hands each report to the trial through a
+    one-slot queue actor; when the trial function returns while the last report still sits there, the
+    function's end-of-trial marker fills the trial's one-slot result queue first and the trial's main
+    thread, forwarding that last report into the same full queue, blocks forever (seen on a loaded
+    two-node cluster: the sweep never ends)."""
+    import time
+
+    from ray.train._internal.session import get_session
+
+    queue = getattr(get_session(), "_inter_actor_queue", None)
+    deadline = time.monotonic() + timeout_s
+    while queue is not None and not queue.empty() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(settle_s)  # the main thread moves the item it just took into the result queue
 
 
 def sweep_paths(settings: SweepConfig, dataset: str) -> tuple[str, str]:

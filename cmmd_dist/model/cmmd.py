@@ -6,6 +6,7 @@ with int64 (B,) labels for classes or float (B, C) multi-hot labels for multi-la
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -168,7 +169,10 @@ class CMMD(nn.Module):
         return out
 
     # -- full pass ----------------------------------------------------------------------------
-    def forward(self, batch: dict, n_samples: int = 1, use_label: bool = True) -> CMMDOutput:
+    def forward(self, batch: dict, n_samples: int = 1, use_label: bool = True,
+                on_latents: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> CMMDOutput:
+        """``on_latents(z_q, z_p)`` is called as soon as both samples exist, before decoding (under data
+        parallelism it starts the all-gather of the MMD's samples, which then overlaps the decoders)."""
         obs, mis = batch["obs"], batch["mis"]
         xo = self.flat_obs(obs)
         # no missing modality (e.g. mst with all three observed): no decoder, REC = 0
@@ -180,6 +184,8 @@ class CMMD(nn.Module):
         eps_p = torch.randn_like(eps_q)
         z_q = mu_q + torch.exp(0.5 * logvar_q) * eps_q
         z_p = mu_p + torch.exp(0.5 * logvar_p) * eps_p
+        if on_latents is not None:
+            on_latents(z_q, z_p)
         return CMMDOutput(
             mu_q=mu_q, logvar_q=logvar_q, mu_p=mu_p, logvar_p=logvar_p, z_q=z_q, z_p=z_p,
             dec_params=self.decode(z_q, xo), logits=self.classifier(mu_p),

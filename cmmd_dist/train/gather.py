@@ -22,8 +22,6 @@ same number of rows (equal shards: ``SplitTensors.shard``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.distributed as dist
 
@@ -58,18 +56,34 @@ def all_gather_rows(x: torch.Tensor, group=None, replicated: bool = True) -> tor
     return _AllGatherRows.apply(x, group, replicated)
 
 
-@dataclass(frozen=True)
 class RowShareGather:
-    """The ``row_share`` hook: ``collect(x)`` -> (every rank's rows, detached, in rank order; rank; world)."""
+    """The ``row_share`` hook: ``collect(x)`` -> (every rank's rows, detached, in rank order; rank; world).
 
-    group: object = None
-    row_share: bool = True
+    ``start(x)`` posts the all-gather without waiting (``train_step`` calls it as soon as the latent
+    samples exist, through ``CMMD.forward(on_latents=...)``), so the collective overlaps the decoders;
+    the next ``collect`` waits for it instead of gathering again. Ranks reach ``start`` at different
+    moments: waiting there would stall the faster rank for the slower one, waiting later mostly does not."""
+
+    row_share = True
+
+    def __init__(self, group=None):
+        self.group = group
+        self._pending: tuple[torch.Tensor, list[torch.Tensor], object] | None = None
+
+    def start(self, x: torch.Tensor) -> None:
+        x = x.detach().contiguous()
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size(self.group))]
+        self._pending = (x, parts, dist.all_gather(parts, x, group=self.group, async_op=True))
 
     def collect(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-        world = dist.get_world_size(self.group)
-        parts = [torch.empty_like(x) for _ in range(world)]
-        dist.all_gather(parts, x.detach().contiguous(), group=self.group)
-        return torch.cat(parts, dim=0), dist.get_rank(self.group), world
+        if self._pending is None:
+            self.start(x)
+        posted, parts, work = self._pending
+        self._pending = None
+        work.wait()
+        if posted.shape != x.shape:
+            raise RuntimeError(f"row-share gather: posted {tuple(posted.shape)} rows, the MMD uses {tuple(x.shape)}")
+        return torch.cat(parts, dim=0), dist.get_rank(self.group), len(parts)
 
 
 def gather_for(scope: str, mode: str = "row_share"):

