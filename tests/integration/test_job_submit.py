@@ -50,6 +50,18 @@ def two_nodes():
         subprocess.run(["rm", "-rf", str(local)])
 
 
+@pytest.fixture(scope="module")
+def job_mlflow(tmp_path_factory):
+    """A real ``mlflow server`` of the job's own (SQLite, artifacts on disk): the session's server holds
+    other tests' sweeps, whose counts this job must not change."""
+    from mlflow_server import MlflowServer
+
+    workdir = tmp_path_factory.mktemp("job-mlflow")
+    server = MlflowServer(workdir, {}, str(workdir / "artifacts")).start()
+    yield server
+    server.stop()
+
+
 def submit(env: dict, dashboard: str, entrypoint: list[str], timeout: float = 900) -> tuple[str, str, str]:
     """(submission id, final status, logs) of one ``ray job submit`` (the real CLI, working dir uploaded)."""
     job = f"cmmd-test-{uuid.uuid4().hex[:8]}"
@@ -68,11 +80,11 @@ def submit(env: dict, dashboard: str, entrypoint: list[str], timeout: float = 90
     return job, status, logs
 
 
-def test_submitted_sweep_runs_on_both_nodes_and_registers_a_model(two_nodes, mlflow_server, tmp_path):
+def test_submitted_sweep_runs_on_both_nodes_and_registers_a_model(two_nodes, job_mlflow, tmp_path):
     env, dashboard = two_nodes
     out = tmp_path / "out"
     job, status, logs = submit(env, dashboard, ["python", "-m", "cmmd_dist.tune", "--dataset", "digits2v", "--preset",
-                                                "smoke", "--mlflow", mlflow_server.uri, "--out", str(out),
+                                                "smoke", "--mlflow", job_mlflow.uri, "--out", str(out),
                                                 "--storage", str(tmp_path / "sweeps")])
     assert status == "SUCCEEDED", logs[-4000:]
     assert "cv mean" in logs and "best configuration retrained on train+val, tested once" in logs  # the summary table
@@ -90,7 +102,7 @@ def test_submitted_sweep_runs_on_both_nodes_and_registers_a_model(two_nodes, mlf
     # the sweep and the registered model are in the MLflow server
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(mlflow_server.uri)
+    client = MlflowClient(job_mlflow.uri)
     exp = client.get_experiment_by_name("cmmd-digits2v")
     parents = [r for r in client.search_runs([exp.experiment_id], max_results=200)
                if r.data.tags.get("sweep_id") == summary["sweep"] and "mlflow.parentRunId" not in r.data.tags]
