@@ -28,6 +28,11 @@ class LossWeights:
     ce_reduction: Literal["sum", "mean"] = "sum"
     n_samples: int = 1
 
+    @property
+    def mmd_scale(self) -> float:
+        """The MMD's weight in the loss, (1 - lam) * mmd_weight; 0 (lam = 1): the MMD is not computed."""
+        return (1.0 - self.lam) * self.mmd_weight
+
 
 def gaussian_kl(mu_q, logvar_q, mu_p, logvar_p) -> torch.Tensor:
     """Element-wise KL(N(mu_q, s2_q) || N(mu_p, s2_p)) of diagonal Gaussians, shape (B, D)."""
@@ -59,15 +64,14 @@ def cmmd_loss(
         rec = rec - model.likelihoods[m.name].log_prob(out.dec_params[m.name], x).mean()
     kl = gaussian_kl(out.mu_q, out.logvar_q, out.mu_p, out.logvar_p).sum(-1).mean()
     d = out.z_q.shape[-1]
-    mmd_scale = (1.0 - w.lam) * w.mmd_weight
     # lam = 1 is the plain conditional ELBO: no MMD computed (every rank has the same weights, so no rank gathers)
-    mmd_term = mmd(out.z_q.reshape(-1, d), out.z_p.reshape(-1, d), gather) if mmd_scale else out.z_q.new_zeros(())
+    mmd_term = mmd(out.z_q.reshape(-1, d), out.z_p.reshape(-1, d), gather) if w.mmd_scale else out.z_q.new_zeros(())
     if with_classifier:
         ce = classification_loss(out.logits, batch["y"], model.cfg.multilabel, w.ce_reduction)
         if w.ce_reduction == "sum":
             ce = ce * world_size
     else:
         ce = torch.zeros((), device=out.mu_q.device)
-    total = rec + w.lam * kl + mmd_scale * mmd_term + w.cls_weight * ce
+    total = rec + w.lam * kl + w.mmd_scale * mmd_term + w.cls_weight * ce
     terms = {"rec": rec, "kl": kl, "mmd": mmd_term, "ce": ce, "loss": total}
     return total, {k: v.detach() for k, v in terms.items()}

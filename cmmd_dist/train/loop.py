@@ -19,7 +19,7 @@ __all__ = ["train_step", "train_epoch", "evaluate_loss", "baseline_epoch"]
 
 def _early_gather(gather: Gather | None, w: LossWeights):
     """The ``on_latents`` hook that posts the MMD's all-gather before decoding (row-share gathers only)."""
-    if gather is None or not hasattr(gather, "start") or not (1.0 - w.lam) * w.mmd_weight:
+    if gather is None or not hasattr(gather, "start") or not w.mmd_scale:
         return None
     return lambda zq, zp: gather.start(torch.cat([zq.reshape(-1, zq.shape[-1]), zp.reshape(-1, zp.shape[-1])]))
 
