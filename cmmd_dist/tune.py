@@ -47,7 +47,9 @@ def trial_fn(config: dict, base: dict, folds: Folds, workers: int, use_gpu: bool
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from cmmd_dist.train.cv import cv_worker
+    from cmmd_dist.train.distributed import quick_report_polling
 
+    quick_report_polling()  # an epoch of a small trial would otherwise wait 2 s for its report to be taken
     run = RunConfig.model_validate(apply_params(base, config))
     trial_id = ray.tune.get_context().get_trial_id()
     TorchTrainer(
