@@ -31,11 +31,30 @@ def sweep_base(settings: SweepConfig, space: SearchSpace) -> dict:
     base = {s: dict(v) for s, v in space.fixed.items()}
     data = base.setdefault("data", {})
     data["dataset"] = settings.data or space.dataset
+    _pin_local_source(data)
     if settings.scenario:
         data["scenario"] = settings.scenario
     base.setdefault("train", {}).update(seed=settings.seed, progress=False, baseline=False)
     RunConfig.model_validate(base)  # fail before any trial starts
     return base
+
+
+def _pin_local_source(data: dict) -> None:
+    """Give trials an absolute data source: Tune runs each trial in its own directory, where a relative
+    path (or the relative default ``../shared/data/mnist.pkl.gz`` of mnist2v) names nothing."""
+    from cmmd_dist.datasets.registry import looks_like_uri
+    from cmmd_dist.storage import is_s3_uri
+
+    source = data.get("source")
+    if source is None and data["dataset"] == "mnist2v":
+        from cmmd_dist.datasets.converters.mnist import find_mnist
+
+        found = find_mnist(None)
+        source = str(found) if found.exists() else None
+    if source and not is_s3_uri(source):
+        data["source"] = str(Path(source).resolve())
+    if looks_like_uri(data["dataset"]) and not is_s3_uri(data["dataset"]):
+        data["dataset"] = str(Path(data["dataset"]).resolve())
 
 
 def trial_fn(config: dict, base: dict, folds: Folds, workers: int, use_gpu: bool, storage: str,
