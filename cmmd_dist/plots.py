@@ -38,8 +38,9 @@ def save_png(fig: Figure, path: str | Path) -> Path:
 
 
 def learning_curves(history: list[dict]) -> Figure:
-    """Loss terms and the validation metric per epoch (training-stage rows of a history)."""
-    rows = [r for r in history if r.get("stage", "train") == "train"]
+    """Loss terms and the validation metric per epoch (training rows of a history: a CV-chosen model's
+    retrain on train+val has loss terms but no validation figure)."""
+    rows = [r for r in history if r.get("stage", "train") in ("train", "retrain")]
     epochs = [r["epoch"] for r in rows]
     terms = [k for k in _LOSS_TERMS if any(k in r for r in rows)]
     fig = Figure(figsize=(10, 4))
@@ -47,12 +48,16 @@ def learning_curves(history: list[dict]) -> Figure:
     for k in terms:
         axes[0].plot(epochs, [r.get(k, np.nan) for r in rows], marker=".", label=k.removeprefix("train_"))
     axes[0].set(xlabel="epoch", ylabel="train loss term", title="loss terms", yscale="symlog")
-    axes[0].legend(fontsize=8)
-    for k in ("val_metric", "cv_mean"):
-        if any(k in r for r in rows):
-            axes[1].plot(epochs, [r.get(k, np.nan) for r in rows], marker=".", label=k)
+    shown = [k for k in ("val_metric", "cv_mean") if any(k in r for r in rows)]
+    for k in shown:
+        axes[1].plot(epochs, [r.get(k, np.nan) for r in rows], marker=".", label=k)
     axes[1].set(xlabel="epoch", ylabel="lower is better", title="validation")
-    axes[1].legend(fontsize=8)
+    if not shown:
+        axes[1].text(0.5, 0.5, "no validation rows:\nretrained on train+val", ha="center", va="center",
+                     transform=axes[1].transAxes)
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -59,3 +59,13 @@ def test_report_figures_fit_the_missing_modality(tmp_path, missing, expected):
     check_png(figs[expected], tmp_path / expected)
     lines = figs["posterior_collapse.png"].axes[0].get_lines()
     assert [ln.get_label() for ln in lines] == ["this model", "lambda=1"]
+
+
+def test_learning_curves_of_a_sweep_retrain_draw_its_loss_terms():
+    """A sweep's champion is retrained on train+val (stage 'retrain', no validation): its curves are not empty."""
+    history = [{"stage": "retrain", "epoch": e, "train_loss": 10.0 / e, "train_rec": 5.0 / e} for e in range(1, 4)]
+    fig = plots.learning_curves(history)
+    lines = fig.axes[0].get_lines()
+    assert [ln.get_label() for ln in lines] == ["loss", "rec"]
+    assert list(lines[0].get_xdata()) == [1, 2, 3]
+    assert not fig.axes[1].get_lines() and "retrained on train+val" in fig.axes[1].texts[0].get_text()
