@@ -23,6 +23,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from cmmd_dist.errors import UserError
+
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAMES",
@@ -52,7 +54,7 @@ FORMAT_VERSION = 1
 MANIFEST_NAMES = ("manifest.json", "manifest.yaml", "manifest.yml")
 
 
-class StorageError(RuntimeError):
+class StorageError(UserError, RuntimeError):
     """A dataset or storage location that cannot be used; the message names the file (and column)."""
 
 
