@@ -3,7 +3,7 @@
 # to S3 (clients need no S3 credentials), Host-header allowlist. Every secret comes from the environment
 # (a Kubernetes Secret, SSM, a vault agent), never from this file or its command line.
 #
-#   pip install "mlflow[auth]" psycopg2-binary          # the auth app needs Flask-WTF (mlflow[auth])
+#   pip install . psycopg2-binary                       # the project brings mlflow[auth] (Flask-WTF, for the auth app)
 #   export MLFLOW_BACKEND_STORE_URI=postgresql://mlflow:${PGPASSWORD}@db:5432/mlflow   # from a Secret
 #   export MLFLOW_ARTIFACTS_DESTINATION=s3://<BUCKET>/mlflow
 #   export MLFLOW_AUTH_ADMIN_PASSWORD=...                # read on the first start only (creates user admin)

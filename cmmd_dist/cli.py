@@ -1,4 +1,8 @@
-"""The ``cmmd-dist`` console script: one entry, subcommands."""
+"""The ``cmmd-dist`` console script: one entry, subcommands.
+
+Every command runs through ``errors.run_cli``: a user error is one line ``cmmd-dist: error: ...`` and
+exit 2; ``--debug`` (anywhere on the line) or ``CMMD_DEBUG=1`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import argparse
 import sys
 from importlib import resources
 from pathlib import Path
+
+from cmmd_dist.errors import OneLineArgumentParser, UserError, describe_validation, run_cli, strip_debug
 
 __all__ = ["main", "build_parser", "default_config_path", "train_overrides"]
 
@@ -35,6 +41,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--bf16", action="store_true", help="bf16 autocast")
     d.add_argument("--data", help="prepared dataset: local folder or s3:// URI")
     d.add_argument("--storage", help="checkpoint storage: local folder or s3://bucket/prefix")
+    d.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted distributed run from its latest checkpoint: the folder "
+                        "<storage>/<run name> (printed on Ctrl-C); its config is reused, options given here override it")
 
 
 def train_overrides(args: argparse.Namespace) -> dict:
@@ -52,8 +61,13 @@ def train_overrides(args: argparse.Namespace) -> dict:
         o["train"]["progress"] = False
     if args.out:
         o["output_dir"] = args.out
-    if getattr(args, "data", None):
-        o["data"]["source" if args.dataset else "dataset"] = args.data
+    if getattr(args, "data", None):  # a prepared dataset, never a source: no manifest there is an error
+        o["data"]["prepared"] = args.data
+        if not args.dataset:  # named by its manifest (the packaged config would say digits2v); no manifest: an error
+            from cmmd_dist.config import DataConfig
+            from cmmd_dist.datasets.registry import dataset_name
+
+            o["data"]["dataset"] = dataset_name(DataConfig(prepared=args.data))
     dist = {k: getattr(args, k, None) for k in ("workers", "storage")}
     dist.update({k: True for k in ("use_gpu", "bf16") if getattr(args, k, False)})
     if any(v is not None for v in dist.values()):
@@ -67,13 +81,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cmmd_dist.config import load_run_config
     from cmmd_dist.train.single import run_training
 
-    path = args.config or default_config_path(args.dataset or "digits2v")
+    overrides = train_overrides(args)
+    resume = getattr(args, "resume", None)
+    if resume:
+        from cmmd_dist.train.distributed import resume_settings
+
+        if args.config:
+            raise UserError("--resume reuses the run's own config: drop --config")
+        path, overrides = resume_settings(resume, overrides)
+    else:
+        path = args.config or default_config_path(args.dataset or "digits2v")
     try:
-        run = load_run_config(path, train_overrides(args))
+        run = load_run_config(path, overrides)
     except ValidationError as e:
-        print(f"invalid settings ({path or 'defaults'}):\n{e}", file=sys.stderr)
-        return 2
-    if getattr(args, "workers", None):
+        raise UserError(f"invalid settings: {describe_validation(e, str(path or 'defaults'), overrides)}") from e
+    if getattr(args, "workers", None) or resume:
         from cmmd_dist.train.distributed import run_distributed
 
         results, out = run_distributed(run)
@@ -94,14 +116,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from cmmd_dist.tune import run_sweep, settings_from_args
+    from cmmd_dist.tune import run_from_args
 
-    run_sweep(settings_from_args(args))
-    return 0
+    return run_from_args(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cmmd-dist", description="Train CMMD and search its hyperparameters.")
+    parser = OneLineArgumentParser(prog="cmmd-dist", description="Train CMMD and search its hyperparameters.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also CMMD_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train CMMD on one dataset")
     add_train_arguments(t)
@@ -119,9 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+def main(argv: list[str] | None = None, prog: str = "cmmd-dist") -> int:
+    """Parse ``argv`` and run its command; user errors are one line and exit 2 (see ``errors.run_cli``)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+
+    def run() -> int:
+        args = build_parser().parse_args(strip_debug(argv))
+        return args.func(args)
+
+    return run_cli(run, prog=prog, argv=argv)
 
 
 if __name__ == "__main__":

@@ -23,16 +23,39 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    """Which dataset to train on and where it comes from."""
+    """Which dataset to train on and where it comes from: a prepared dataset, or a recipe / converter over source files."""
 
-    dataset: str = Field("digits2v", description="dataset name (digits2v, mnist2v, ...) or a manifest URI")
-    source: str | None = Field(None, description="source file/folder or Parquet URI; None: the dataset's default")
+    dataset: str = Field(
+        "digits2v",
+        description="dataset name (digits2v, mnist2v, ...): with `prepared`, the name its manifest must carry; "
+        "a local folder or s3:// URI here is read as `prepared`",
+    )
+    prepared: str | None = Field(
+        None,
+        description="prepared dataset (cmmd-dist train --data): local folder or s3://bucket/prefix holding a "
+        "manifest, which must exist; the data come from it alone",
+    )
+    source: str | None = Field(
+        None,
+        description="original files a recipe / converter reads (as data prepare --source); None: the dataset's "
+        "default; a given source that does not exist is an error",
+    )
     scenario: str | None = Field(None, description="observed-modality scenario; None: the dataset's default")
     seed: int = Field(0, description="seed of the dataset recipe (rotations, pairing, noise, splits)")
     limit: int | None = Field(None, ge=1, description="keep only the first rows of each split (quick runs)")
     likelihoods: dict[str, LikelihoodName] = Field(
         default_factory=dict, description="override the decoder likelihood of a missing modality, by name"
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        uri_dataset = "/" in self.dataset or self.dataset.startswith(".")  # as registry.looks_like_uri
+        if self.prepared and uri_dataset and self.dataset != self.prepared:
+            raise ValueError(f"data.dataset {self.dataset!r} and data.prepared {self.prepared!r} name two prepared datasets")
+        if self.source is not None and (self.prepared or uri_dataset):
+            raise ValueError(f"data.source {self.source!r} is for building a dataset from its original files; "
+                             "a prepared dataset (data.prepared / --data) takes none")
+        return self
 
 
 class ModelConfig(_Strict):
@@ -120,7 +143,8 @@ class RunConfig(_Strict):
 class SweepConfig(_Strict):
     """One hyperparameter sweep (``python -m cmmd_dist.tune``); unset values come from the search space."""
 
-    dataset: str = Field("digits2v", description="dataset name; its search space is search_spaces/<dataset>.yaml")
+    dataset: str | None = Field(None, description="dataset name; its search space is search_spaces/<dataset>.yaml; "
+                                "None: the name in the manifest of `data`, else the `space` file's, else digits2v")
     space: str | None = Field(None, description="search-space YAML path; None: search_spaces/<dataset>.yaml")
     scenario: str | None = Field(None, description="observed-modality scenario; each scenario is its own sweep")
     preset: str | None = Field(None, description="named preset of the space (paper, smoke, ...)")
@@ -144,13 +168,14 @@ class SweepConfig(_Strict):
 
 
 def load_run_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
-    """RunConfig from a YAML file (or defaults), with nested overrides like {'train': {'epochs': 3}}."""
+    """RunConfig from a YAML file (or defaults), with nested overrides like {'train': {'epochs': 3}}.
+
+    ``path`` may be a local file or an ``s3://`` URI. A missing or unreadable file and bad YAML are a
+    one-line ``UserError`` naming the file; a value or key the models refuse is pydantic's
+    ``ValidationError`` (``errors.describe_validation`` words it on one line)."""
     raw: dict = {}
     if path is not None:
-        with open(path) as f:
-            raw = yaml.safe_load(f) or {}
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: a run config must be a mapping, got {type(raw).__name__}")
+        raw = _read_yaml_mapping(str(path))
     for section, values in (overrides or {}).items():
         if isinstance(values, dict):
             raw.setdefault(section, {})
@@ -158,3 +183,33 @@ def load_run_config(path: str | Path | None = None, overrides: dict | None = Non
         else:
             raw[section] = values
     return RunConfig.model_validate(raw)
+
+
+def _read_yaml_mapping(path: str) -> dict:
+    """The mapping in a YAML file (local or s3://); a one-line UserError names the file otherwise."""
+    from cmmd_dist.errors import UserError
+    from cmmd_dist.storage import is_s3_uri, read_bytes
+
+    try:
+        if is_s3_uri(path):
+            text = read_bytes(path).decode()
+        else:
+            text = Path(path).read_text()
+    except FileNotFoundError as err:
+        raise UserError(f"{path}: config file not found") from err
+    except IsADirectoryError as err:
+        raise UserError(f"{path}: is a folder, expected a YAML config file") from err
+    except (PermissionError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: cannot read the config file ({err.__class__.__name__})") from err
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise UserError(f"{path}: not valid YAML{at}: {problem}") from err
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a run config must be a mapping, got {type(raw).__name__}")
+    return raw

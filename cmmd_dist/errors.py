@@ -8,34 +8,98 @@ unreachable service): it is raised as :class:`UserError` (or a subclass such as
     cmmd-dist: error: <message on one line>
 
 and exits 2, without a traceback. ``--debug`` or ``CMMD_DEBUG=1`` shows the traceback instead.
-Ctrl-C exits 130 with one line. Anything else is a bug and keeps its traceback.
+Ctrl-C exits 130 with one line (:class:`Interrupted` adds what to do next, e.g. the resume command).
+Anything else is a bug and keeps its traceback. Parsers built on :class:`OneLineArgumentParser`
+report a bad option the same way (argparse's default adds a usage block).
 """
 
 from __future__ import annotations
 
+import argparse
+import gc
 import os
 import sys
 from collections.abc import Callable
 
-__all__ = ["UserError", "one_line", "debug_enabled", "run_cli", "EXIT_USER_ERROR", "EXIT_INTERRUPTED"]
+__all__ = ["UserError", "Interrupted", "OneLineArgumentParser", "one_line", "describe_validation", "debug_enabled",
+           "strip_debug", "run_cli", "EXIT_USER_ERROR", "EXIT_INTERRUPTED"]
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+DEBUG_FLAG = "--debug"
 
 
 class UserError(Exception):
     """Bad input the user can fix; the message names the culprit (file, option, column, row)."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C with something to say: where the work stands and the command that continues it."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit 2, like every other user error.
+
+    Subparsers made with ``add_subparsers().add_parser`` inherit the class, so one top-level
+    parser of this class makes every subcommand's option errors one line too."""
+
+    def error(self, message: str):  # argparse's contract: never returns
+        print(f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+
+
+def _cause(err: BaseException) -> BaseException:
+    """The user's own exception inside a Ray wrapper (RayTaskError keeps the remote one as ``cause``)."""
+    cause = getattr(err, "cause", None)
+    return cause if isinstance(cause, BaseException) else err
+
+
 def one_line(err: BaseException | str) -> str:
     """The error's message folded onto one line (pydantic and YAML errors span several)."""
+    if not isinstance(err, str):
+        err = _cause(err)
     text = err if isinstance(err, str) else (str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err))
     return " ".join(part.strip() for part in text.splitlines() if part.strip()) or type(err).__name__
 
 
+def describe_validation(err, source: str | None = None, overrides: dict | None = None) -> str:
+    """A pydantic ValidationError on one line: each bad key, the value given, pydantic's reason and where the
+    value came from: ``source`` (e.g. the YAML file) or the command line (the key is in ``overrides``)."""
+
+    def where(loc: tuple) -> str:
+        node = overrides or {}
+        for key in loc:
+            if not isinstance(node, dict) or key not in node:
+                return f" ({source})" if source else ""
+            node = node[key]
+        return " (command line)"
+
+    def got(e: dict) -> str:
+        value = e.get("input")
+        return f", got {value!r}" if isinstance(value, (int, float, str, bool)) and e.get("type") != "missing" else ""
+
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}{got(e)}{where(tuple(e['loc']))}"
+                     for e in err.errors())
+
+
+def _message(err: BaseException) -> str:
+    try:
+        from pydantic import ValidationError
+    except ImportError:  # pragma: no cover
+        ValidationError = ()  # noqa: N806
+    if isinstance(err, ValidationError):
+        return f"invalid settings: {describe_validation(err)}"
+    return one_line(err)
+
+
 def debug_enabled(argv: list[str] | None = None) -> bool:
     argv = sys.argv[1:] if argv is None else argv
-    return "--debug" in argv or os.environ.get("CMMD_DEBUG", "").lower() in ("1", "true", "yes")
+    return DEBUG_FLAG in argv or os.environ.get("CMMD_DEBUG", "").lower() in ("1", "true", "yes")
+
+
+def strip_debug(argv: list[str] | None) -> list[str]:
+    """``argv`` without ``--debug``: the flag may stand anywhere, not only before the subcommand."""
+    return [a for a in (sys.argv[1:] if argv is None else argv) if a != DEBUG_FLAG]
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -60,13 +124,19 @@ def run_cli(main: Callable[[], int | None], prog: str = "cmmd-dist", argv: list[
     debug = debug_enabled(argv)
     try:
         return int(main() or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         if debug:
             raise
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        detail = f": {one_line(err)}" if isinstance(err, Interrupted) and err.args else ""
+        print(f"{prog}: interrupted{detail}", file=sys.stderr)
+        code = EXIT_INTERRUPTED
     except _user_error_types() as err:
         if debug:
             raise
-        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        print(f"{prog}: error: {_message(err)}", file=sys.stderr)
+        code = EXIT_USER_ERROR
+    # The error's traceback cycles hold what the failed command had loaded (Arrow tables, tensors); freed
+    # only at interpreter teardown, Arrow's parquet threads can abort the process there ("terminate called
+    # without an active exception", exit 134, seen after a bad shard). Free them now.
+    gc.collect()
+    return code

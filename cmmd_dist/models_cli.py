@@ -5,18 +5,21 @@
     cmmd-dist models predict cmmd-digits2v --input rows.parquet --output preds.parquet [--task classify]
 
 ``--mlflow URI`` (or MLFLOW_TRACKING_URI) selects a shared server; the default is ``./mlruns.db``.
-The predict input has one flattened ``list<float32>`` column per OBSERVED modality; the output is
-written only when every row was predicted (to a temporary name, then renamed).
+The predict input has one flattened ``list<float32>`` column per OBSERVED modality, finite values
+only (a NaN/inf cell is an error naming its column and row); the output is written only when every
+row was predicted (to a temporary name, then renamed). ``pull`` fills its folder the same way. Bad
+input is one line ``cmmd-dist: error: ...`` and exit 2, through ``errors.run_cli``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import warnings
 from pathlib import Path
+
+from cmmd_dist.errors import UserError, one_line
 
 __all__ = ["add_models_subcommand", "cmd_list", "cmd_pull", "cmd_predict"]
 
@@ -50,7 +53,24 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
     tracker = Tracker(args.mlflow)
     out = Path(args.out or Path("models") / f"{args.name}-{args.alias}")
-    folder = tracker.download(args.name, args.alias, out)
+    tracker.model_version(args.name, args.alias)  # a clear error before anything is written
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:  # downloaded and checked inside --out under a hidden name, then renamed: no half-pulled model folder
+        with tempfile.TemporaryDirectory(dir=out, prefix=".partial-") as tmp:
+            got = tracker.download(args.name, args.alias, tmp)
+            pyfunc_model.load_files(got / "artifacts")
+            folder = out / got.name
+            old = Path(tmp) / "replaced"
+            if folder.exists():  # a re-pull replaces the earlier copy only once the new one is complete
+                os.replace(folder, old)
+            os.replace(got, folder)
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
     core, spec, metrics = pyfunc_model.load_files(folder / "artifacts")
     print(f"{args.name}@{args.alias}: dataset {spec.name}, observed {[m.name for m in core.cfg.observed]}, "
           f"missing {[m.name for m in core.cfg.missing]}, zdim {core.cfg.zdim}")
@@ -71,12 +91,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:  # loading reads every file; the folder can go afterwards
         model = mlflow.pyfunc.load_model(str(tracker.download(args.name, args.alias, tmp)))
     names = [c.name for c in model.metadata.get_input_schema().inputs]
-    table = pq.read_table(args.input)
+    if not Path(args.input).is_file():
+        raise UserError(f"--input {args.input}: no such file")
+    try:
+        table = pq.read_table(args.input)
+    except (OSError, pa.ArrowException) as err:
+        raise UserError(f"--input {args.input}: not a readable Parquet file ({one_line(err)})") from err
     missing = [n for n in names if n not in table.column_names]
     if missing:
-        raise ValueError(f"{args.input}: no column {missing[0]!r} (observed modalities of {args.name}: {names}; "
+        raise UserError(f"{args.input}: no column {missing[0]!r} (observed modalities of {args.name}: {names}; "
                          f"columns: {table.column_names})")
-    preds = model.predict(table.select(names).to_pandas(), params={"task": args.task})
+    try:
+        preds = model.predict(table.select(names).to_pandas(), params={"task": args.task})
+    except ValueError as err:  # the pyfunc's refusal (non-finite or wrong-width cells) names column and row
+        raise UserError(f"--input {args.input}: {one_line(err)}") from err
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
@@ -87,17 +115,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _run(func):
+    """``func`` with MLflow's own errors (unreachable store, refused request) as one-line UserErrors."""
+
     def wrapped(args: argparse.Namespace) -> int:
         from mlflow.exceptions import MlflowException
-
-        from cmmd_dist.tracking import TrackingError
 
         _quiet()
         try:
             return func(args)
-        except (TrackingError, MlflowException, ValueError, FileNotFoundError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        except MlflowException as err:
+            raise UserError(f"MLflow ({args.mlflow or os.environ.get('MLFLOW_TRACKING_URI') or 'sqlite:///./mlruns.db'}): "
+                            f"{one_line(err)}") from err
 
     return wrapped
 

@@ -75,19 +75,30 @@ def collapse_curves(curves: dict[str, tuple]) -> Figure:
 
 
 def lambda_scatter(trials: list[dict], metric: str = "cv_mean", lam: str = "lam") -> Figure:
-    """lambda against the cross-validated metric, one point per trial (error bars from ``cv_std`` if given)."""
+    """lambda against the cross-validated metric, one point per trial (error bars from ``cv_std`` if given).
+
+    A trial with ``pruned`` true (ASHA stopped it) is drawn hollow at the figure of the rung where it stopped:
+    it is not comparable with a trial that ran to the end, and only finished trials can be the best."""
     pts = [t for t in trials if t.get(lam) is not None and t.get(metric) is not None]
     fig = Figure(figsize=(5, 4))
     ax = fig.subplots()
-    x = np.array([float(t[lam]) for t in pts])
-    y = np.array([float(t[metric]) for t in pts])
-    err = np.array([float(t.get("cv_std") or 0.0) for t in pts])
-    ax.errorbar(x, y, yerr=err if err.any() else None, fmt="o", capsize=3)
-    if len(pts):
-        best = int(np.argmin(y))
-        ax.plot(x[best], y[best], "r*", markersize=14, label=f"best lambda={x[best]:.2f}")
+    done = [t for t in pts if not t.get("pruned")]
+    for group, style, label in ((done, {"fmt": "o", "color": "C0"}, "ran to the end"),
+                                ([t for t in pts if t.get("pruned")],
+                                 {"fmt": "o", "color": "C1", "mfc": "none"}, "pruned (at its last rung)")):
+        if not group:
+            continue
+        x = np.array([float(t[lam]) for t in group])
+        y = np.array([float(t[metric]) for t in group])
+        err = np.array([float(t.get("cv_std") or 0.0) for t in group])
+        ax.errorbar(x, y, yerr=err if err.any() else None, capsize=3, label=label, **style)
+    if done:
+        best = min(done, key=lambda t: float(t[metric]))
+        ax.plot(float(best[lam]), float(best[metric]), "r*", markersize=14, label=f"best lambda={float(best[lam]):.2f}")
+    if pts:
         ax.legend(fontsize=8)
-    ax.set(xlabel="lambda", ylabel=metric, xlim=(-0.05, 1.05), title="lambda vs CV metric")
+    ax.set(xlabel="lambda", ylabel="CV error, or 1 - mAP (lower is better)", xlim=(-0.05, 1.05),
+           title="lambda vs cross-validated metric")
     fig.tight_layout()
     return fig
 

@@ -77,7 +77,8 @@ def rows_frame(arrays: dict[str, np.ndarray]) -> pd.DataFrame:
 
 
 def frame_to_obs(df: pd.DataFrame, observed) -> dict:
-    """Observed-modality tensors (n, *shape) from ``df``; a ValueError names a missing or wrong-width column."""
+    """Observed-modality tensors (n, *shape) from ``df``; a ValueError names a missing or wrong-width column,
+    or the column and first row (0-based position) holding a NaN/inf value."""
     import torch
 
     obs = {}
@@ -93,6 +94,10 @@ def frame_to_obs(df: pd.DataFrame, observed) -> dict:
         if arr.shape[1] != m.size:
             raise ValueError(f"column {m.name!r} has {arr.shape[1]} floats per row, expected {m.size} "
                              f"(shape {tuple(m.shape)} flattened)")
+        bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+        if len(bad):  # the networks would turn them into NaN probabilities and a confident-looking label 0
+            raise ValueError(f"column {m.name!r}: row {int(bad[0])} has NaN/inf values ({len(bad)} of {len(arr)} "
+                             f"rows do); the model needs finite inputs")
         obs[m.name] = torch.from_numpy(arr).reshape(len(arr), *m.shape)
     return obs
 

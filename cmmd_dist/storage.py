@@ -17,8 +17,9 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -32,7 +33,10 @@ __all__ = [
     "S3Settings",
     "is_s3_uri",
     "join_uri",
+    "check_relative_path",
+    "check_manifest_files",
     "resolve",
+    "resolve_without_keys",
     "write_bytes",
     "read_bytes",
     "exists",
@@ -50,6 +54,9 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+# an unreachable endpoint fails in seconds (the SDKs' defaults retry for minutes); transfers keep no limit
+S3_CONNECT_TIMEOUT_S = 5
+S3_MAX_ATTEMPTS = 2
 # the writer produces manifest.json; a hand-written YAML manifest of someone else's shards is also read
 MANIFEST_NAMES = ("manifest.json", "manifest.yaml", "manifest.yml")
 
@@ -79,8 +86,14 @@ class S3Settings:
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
         )
 
+    def without_keys(self) -> "S3Settings":
+        """Endpoint and region only: its filesystem pickles without credentials and finds them wherever it is
+        built or unpickled (AWS environment variables, ``~/.aws``, instance profile: the AWS SDK's default chain)."""
+        return replace(self, access_key=None, secret_key=None, session_token=None)
+
     def filesystem(self) -> pafs.S3FileSystem:
-        kwargs: dict[str, Any] = {"region": self.region or "us-east-1"}
+        kwargs: dict[str, Any] = {"region": self.region or "us-east-1", "connect_timeout": S3_CONNECT_TIMEOUT_S,
+                                  "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=S3_MAX_ATTEMPTS)}
         if self.access_key is not None:
             kwargs.update(access_key=self.access_key, secret_key=self.secret_key, session_token=self.session_token)
         if self.endpoint_url:
@@ -94,14 +107,77 @@ def is_s3_uri(uri: str) -> bool:
     return str(uri).startswith("s3://")
 
 
+# "s3:", "file:", "http:", a drive letter "C:": anything that names another place than the folder it is joined to
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def _escape(path: str) -> str | None:
+    """Why ``path`` would leave the folder it is joined to (or is no usable name), or None."""
+    if not path.strip("/. "):
+        return "is empty"
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        return "has control characters"
+    if "\\" in path:  # a Windows separator: "..\\x" climbs out on a filesystem that honours it
+        return "has a backslash"
+    if path.startswith(("/", "~")):
+        return "is absolute"
+    if _SCHEME.match(path):
+        return "has a URI scheme"
+    if ".." in path.split("/"):
+        return "climbs out with '..'"
+    return None
+
+
+def check_relative_path(path: object, where: str) -> str:
+    """``path`` as a clean relative path ('train/part-00000.parquet') that stays inside the folder or
+    prefix it is joined to, on local disks and S3 alike; a StorageError naming ``where`` otherwise.
+
+    Refused: a non-string, the empty path, an absolute path (or ``~``), a scheme (``s3://``, ``file:``,
+    ``C:``), a ``..`` component, a backslash, control characters. ``.`` and empty components are dropped."""
+    if not isinstance(path, str):
+        raise StorageError(f"{where}: path must be a string, got {type(path).__name__} {path!r}")
+    reason = _escape(path)
+    if reason is not None:
+        raise StorageError(f"{where}: path {path!r} {reason}; it must be a relative path inside the dataset root")
+    return "/".join(part for part in path.split("/") if part not in ("", "."))
+
+
+def check_manifest_files(manifest: dict, where: str | None = None) -> list[dict]:
+    """The manifest's ``files`` entries, each with a 'split' and a 'path' checked (and normalised) by
+    :func:`check_relative_path`: every entry is refused before any file is opened."""
+    where = where or manifest.get("_uri", "manifest")
+    files = manifest.get("files")
+    if not isinstance(files, list):
+        raise StorageError(f"{where}: column 'files' is missing or not a list")
+    for i, entry in enumerate(files):
+        if not isinstance(entry, dict) or "path" not in entry or "split" not in entry:
+            raise StorageError(f"{where}: files[{i}]: every entry of 'files' needs 'path' and 'split', got {entry!r}")
+        entry["path"] = check_relative_path(entry["path"], f"{where}: files[{i}]")
+    return files
+
+
 def join_uri(base: str, *parts: str) -> str:
-    """``base`` joined with ``parts`` by '/', for local paths and s3:// URIs alike."""
-    return posixpath.join(str(base).rstrip("/"), *parts)
+    """``base`` joined with ``parts`` by '/', for local paths and s3:// URIs alike; the result is always
+    inside ``base`` (each part is checked by :func:`check_relative_path`: no '..', no absolute path)."""
+    base = str(base)
+    rel = "/".join(check_relative_path(part, base) for part in parts)  # each part: "/etc" is no subfolder
+    if is_s3_uri(base):
+        inside = base[len("s3://") :].strip("/")
+        if not inside:
+            raise StorageError(f"{base}: an S3 URI needs a bucket, e.g. s3://bucket/prefix")
+        return f"s3://{inside}/{rel}"
+    head = base.rstrip("/")
+    if not head:
+        return f"/{rel}" if base.startswith("/") else rel
+    return f"{head}/{rel}"
 
 
 def resolve(uri: str | os.PathLike, settings: S3Settings | None = None) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path inside it) for a local path or an ``s3://bucket/key`` URI."""
+    """(filesystem, path inside it) for a local path or an ``s3://bucket/key`` URI; any other scheme
+    (``file:``, ``gs://``, ...) is refused rather than taken for a local folder of that name."""
     uri = str(uri)
+    if _SCHEME.match(uri) and not is_s3_uri(uri):
+        raise StorageError(f"{uri}: unsupported location: use a local path or s3://bucket/prefix")
     if is_s3_uri(uri):
         path = uri[len("s3://") :].strip("/")
         if not path:
@@ -110,10 +186,22 @@ def resolve(uri: str | os.PathLike, settings: S3Settings | None = None) -> tuple
     return pafs.LocalFileSystem(), os.path.abspath(uri)
 
 
-def _explain(uri: str, err: Exception, action: str) -> StorageError:
+def resolve_without_keys(uri: str | os.PathLike, settings: S3Settings | None = None) -> tuple[pafs.FileSystem, str]:
+    """Like :func:`resolve`, for a filesystem handed to other processes (Ray Tune, Ray Train).
+
+    Ray pickles it into ``tuner.pkl``, searcher state and its object store: it carries endpoint, region and
+    scheme only, never keys, and each process that unpickles it takes credentials from its own node
+    (environment, instance profile), so every Ray node needs them. Keys in ``settings`` are ignored."""
+    return resolve(uri, (settings or S3Settings.from_env()).without_keys())
+
+
+def _explain(uri: str, err: Exception, action: str, settings: S3Settings | None = None) -> StorageError:
     """A StorageError that says what went wrong in words (credentials, bucket) and names the URI."""
     text = str(err)
-    if "ACCESS_DENIED" in text or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text or "403" in text:
+    if "NETWORK_CONNECTION" in text or "Could not connect" in text or "curlCode: 28" in text:
+        endpoint = (settings or S3Settings.from_env()).endpoint_url or "the AWS default endpoint"
+        hint = f"cannot reach the S3 endpoint {endpoint} (is it running? check AWS_ENDPOINT_URL)"
+    elif "ACCESS_DENIED" in text or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text or "403" in text:
         hint = "access denied: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (wrong S3 credentials?)"
     elif "NoSuchBucket" in text or "NO_SUCH_BUCKET" in text or "bucket does not exist" in text.lower():
         hint = "the bucket does not exist (create it first, e.g. cmmd_dist.storage.create_bucket)"
@@ -147,7 +235,7 @@ def write_bytes(uri: str, data: bytes, settings: S3Settings | None = None) -> No
     except OSError as err:
         if is_s3_uri(uri):
             check_bucket(uri, settings)
-        raise _explain(uri, err, "write") from err
+        raise _explain(uri, err, "write", settings) from err
 
 
 def read_bytes(uri: str, settings: S3Settings | None = None) -> bytes:
@@ -160,7 +248,7 @@ def read_bytes(uri: str, settings: S3Settings | None = None) -> bytes:
             check_bucket(uri, settings)
         raise StorageError(f"{uri}: file is missing") from err
     except OSError as err:
-        raise _explain(uri, err, "read") from err
+        raise _explain(uri, err, "read", settings) from err
 
 
 def exists(uri: str, settings: S3Settings | None = None) -> bool:
@@ -168,7 +256,7 @@ def exists(uri: str, settings: S3Settings | None = None) -> bool:
     try:
         return fs.get_file_info(path).type != pafs.FileType.NotFound
     except OSError as err:
-        raise _explain(uri, err, "look up") from err
+        raise _explain(uri, err, "look up", settings) from err
 
 
 def delete_file(uri: str, settings: S3Settings | None = None) -> None:
@@ -178,7 +266,7 @@ def delete_file(uri: str, settings: S3Settings | None = None) -> None:
     except FileNotFoundError:
         pass
     except OSError as err:
-        raise _explain(uri, err, "delete") from err
+        raise _explain(uri, err, "delete", settings) from err
 
 
 def sha256_hex(data: bytes) -> str:
@@ -222,6 +310,8 @@ def read_manifest(root: str, settings: S3Settings | None = None) -> dict:
             f"{uri}: manifest format_version {version} is newer than this cmmd_dist understands ({FORMAT_VERSION}); upgrade cmmd_dist"
         )
     manifest["_uri"] = uri
+    if "files" in manifest:  # every path checked now, before any shard is opened
+        check_manifest_files(manifest, uri)
     return manifest
 
 
@@ -242,10 +332,12 @@ def remove_manifest(root: str, settings: S3Settings | None = None) -> None:
 def s3_client(settings: S3Settings | None = None):
     """A boto3 S3 client for the same endpoint and credentials as the pyarrow filesystem."""
     import boto3
+    from botocore.config import Config
 
     s = settings or S3Settings.from_env()
     return boto3.client(
         "s3",
+        config=Config(connect_timeout=S3_CONNECT_TIMEOUT_S, retries={"total_max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"}),
         endpoint_url=s.endpoint_url,
         region_name=s.region,
         aws_access_key_id=s.access_key,
@@ -256,7 +348,7 @@ def s3_client(settings: S3Settings | None = None):
 
 def bucket_exists(bucket: str, settings: S3Settings | None = None, uri: str | None = None) -> bool:
     """True if ``bucket`` exists; a StorageError for refused credentials."""
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     try:
         s3_client(settings).head_bucket(Bucket=bucket)
@@ -265,7 +357,13 @@ def bucket_exists(bucket: str, settings: S3Settings | None = None, uri: str | No
         code = str(err.response.get("Error", {}).get("Code", ""))
         if code in ("404", "NoSuchBucket", "NotFound"):
             return False
-        raise _explain(uri or f"s3://{bucket}", err, "access the bucket") from err
+        raise _explain(uri or f"s3://{bucket}", err, "access the bucket", settings) from err
+    except BotoCoreError as err:  # no connection, no credentials at all: one line, not botocore's traceback
+        where = uri or f"s3://{bucket}"
+        if isinstance(err, NoCredentialsError):
+            raise StorageError(f"{where}: no S3 credentials: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY") from err
+        endpoint = (settings or S3Settings.from_env()).endpoint_url or "the AWS default endpoint"
+        raise StorageError(f"{where}: cannot reach the S3 endpoint {endpoint}: {err}") from err
 
 
 def create_bucket(bucket: str, settings: S3Settings | None = None, exist_ok: bool = True) -> None:

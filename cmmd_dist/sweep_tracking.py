@@ -15,7 +15,7 @@ from ray import tune
 from cmmd_dist.tracking import SweepRecorder
 from cmmd_dist.train.metrics import SweepGauges
 
-__all__ = ["MlflowTrials", "trial_state", "start_recorder", "finish_sweep"]
+__all__ = ["MlflowTrials", "trial_state", "start_recorder", "finish_sweep", "sweep_figures"]
 
 
 class MlflowTrials(tune.Callback):
@@ -88,10 +88,28 @@ def finish_sweep(recorder: SweepRecorder, summary: dict, retrain: dict, bundle, 
     observed, missing = spec.split_modalities(run_config["data"].get("scenario"))
     obs, mis = [m.name for m in observed], [m.name for m in missing]
     test = SplitTensors.from_split(bundle.test, obs, mis)
-    trials = [{"lam": t["params"].get("loss.lam"), "cv_mean": t["best_cv_metric"], "cv_std": t["cv_std"]}
+    trials = [{"lam": t["params"].get("loss.lam"), "cv_mean": t["best_cv_metric"], "cv_std": t["cv_std"],
+               "pruned": t["stopped_early"]}
               for t in summary["trials"] if t["params"].get("loss.lam") is not None]
     figs = report_figures(retrain["model"], test, history=retrain["history"], trials=trials or None)
     public = {k: v for k, v in summary.items() if not k.startswith("_")}
     artifacts = {**figs, "summary.json": public, "config.yaml": yaml.safe_dump(run_config, sort_keys=False)}
     example = {n: bundle.test.arrays[n][:5] for n in obs}
-    return recorder.finish(retrain["model"], spec, retrain["test"], summary["best"]["params"], example, artifacts)
+    return recorder.finish(retrain["model"], spec, retrain["test"], summary["best"]["params"], example, artifacts,
+                           sweep_figures(summary))
+
+
+def sweep_figures(summary: dict) -> dict[str, float]:
+    """The sweep's own figures, logged on its parent run so that the runs table compares sweeps side by side."""
+    trials = summary["trials"]
+    best = summary.get("best") or {}
+    test = summary.get("test") or {}
+    figures = {
+        "best_cv_mean": best.get("best_cv_metric"), "best_cv_std": best.get("cv_std"),
+        "trials_finished": sum(not t["stopped_early"] and t["error"] is None for t in trials),
+        "trials_pruned": sum(t["stopped_early"] and t["error"] is None for t in trials),
+        "trials_failed": summary.get("trials_failed", sum(t["error"] is not None for t in trials)),
+        "trial_epochs": summary.get("trial_epochs_total"), "wall_s": summary.get("search_seconds"),
+        **{f"test_{k}": v for k, v in test.items() if k in ("error", "map", "rmse")},
+    }
+    return {k: float(v) for k, v in figures.items() if v is not None}

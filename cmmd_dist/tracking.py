@@ -18,24 +18,31 @@ shared ``mlflow server`` (SQL backend, ``--artifacts-destination s3://...``) is 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
 import subprocess
 import tempfile
 import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from cmmd_dist.errors import UserError
 
 __all__ = ["TrackingError", "Tracker", "SweepRecorder", "resolve_tracking_uri", "registered_name", "ui_command", "pull",
            "CHAMPION"]
 
 CHAMPION = "champion"
+# MLflow 3's UI opens an experiment in its GenAI / traces view unless this tag says it is model training
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 _PARAM_MAX = 6000
 
 
-class TrackingError(RuntimeError):
+class TrackingError(UserError, RuntimeError):
     """A tracking problem a user can act on (unreachable server, unknown model or alias)."""
 
 
@@ -139,10 +146,13 @@ class Tracker:
 
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
+            if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+                self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return exp.experiment_id
         root = _artifact_root(self.uri)
         try:
-            return self.client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+            return self.client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None,
+                                                 tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except MlflowException:
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
@@ -170,8 +180,9 @@ class Tracker:
         if commit:
             all_tags.setdefault("git_commit", commit)
             all_tags.setdefault("mlflow.source.git.commit", commit)
-        run = self.client.create_run(exp, tags={k: str(v) for k, v in all_tags.items()},
-                                     run_name=sweep_id or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+        # named by the sweep's folder (sweep-<dataset>-<time> or --name); its full path is the sweep_id tag
+        run_name = Path(sweep_id).name if sweep_id else f"sweep-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run = self.client.create_run(exp, tags={k: str(v) for k, v in all_tags.items()}, run_name=run_name)
         run_id = run.info.run_id
         self.log_params(run_id, {f"space.{k}": v for k, v in _flatten(search_space).items()})
         self.client.log_dict(run_id, search_space, "search_space.json")
@@ -238,7 +249,7 @@ class Tracker:
 
     # -- registry --------------------------------------------------------------------------------
     def register_best(self, run_id: str, core, spec, metrics: dict, dataset: str, scenario: str | None,
-                      input_example_rows: dict) -> str:
+                      input_example_rows: dict, tags: dict | None = None, description: str | None = None) -> str:
         """Log ``core`` as a pyfunc model into ``run_id``, register it, point alias ``champion`` at it.
 
         ``input_example_rows``: a few rows of each OBSERVED modality, name -> array (n, *shape).
@@ -257,9 +268,9 @@ class Tracker:
         except MlflowException:  # it exists already: a new version of it
             self.client.get_registered_model(name)
         source = f"{self.client.get_run(run_id).info.artifact_uri}/model"
-        version = str(self.client.create_model_version(name, source, run_id=run_id).version)
+        version = str(self.client.create_model_version(name, source, run_id=run_id, description=description).version)
         for key, value in {"dataset": dataset, "scenario": scenario or spec.default_scenario, "run_id": run_id,
-                           **{f"metric.{k}": v for k, v in _numeric(metrics).items()}}.items():
+                           **{f"metric.{k}": v for k, v in _numeric(metrics).items()}, **(tags or {})}.items():
             self.client.set_model_version_tag(name, version, key, str(value))
         self.client.set_registered_model_alias(name, CHAMPION, version)
         return f"models:/{name}@{CHAMPION}"
@@ -317,35 +328,129 @@ class SweepRecorder:
     """A sweep's runs, driven by the sweep DRIVER's trial events (plain data; a Tune Callback is a thin shim).
 
     Only the driver writes: a trial spanning many workers logs once, and the embedded store works on
-    a cluster because only the head node touches it. Restarted or resumed trials get their run back."""
+    a cluster because only the head node touches it. Restarted or resumed trials get their run back.
+
+    A tracking outage never kills the sweep: each event becomes a write queued in order; a write that
+    fails (after the MLflow client's own retries) stays queued with everything after it, and the queue
+    is retried at the next event once ``retry_s`` has passed, and at the end (:meth:`drain`). What the
+    server never took is counted in :attr:`lost`."""
 
     def __init__(self, dataset: str, scenario: str | None, search_space: dict, tags: dict | None = None,
-                 sweep_id: str | None = None, uri: str | None = None):
+                 sweep_id: str | None = None, uri: str | None = None, retry_s: float = 10.0):
         self.tracker = Tracker(uri)
         self.dataset, self.scenario = dataset, scenario
         self.parent = self.tracker.start_sweep(dataset, scenario, search_space, tags, sweep_id)
         self.runs: dict[str, str] = {}
+        self.retry_s = retry_s
+        self.lost = 0
+        self._pending: deque[Callable[[], None]] = deque()
+        self._retry_at = 0.0
 
-    def trial_started(self, trial_id: str, config: dict) -> str:
-        self.runs[trial_id] = self.tracker.trial_run(self.parent, trial_id, config)
-        return self.runs[trial_id]
+    # picklable by URI and parent run (Tune pickles its callbacks with the experiment state)
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_pending": deque(), "_retry_at": 0.0}
+
+    def trial_started(self, trial_id: str, config: dict) -> None:
+        self._queue(lambda: self._start(trial_id, config))
 
     def trial_result(self, trial_id: str, result: dict, config: dict | None = None) -> None:
         """One report: step = ``result["epoch"]`` (else Tune's ``training_iteration``)."""
-        run = self.runs.get(trial_id) or self.trial_started(trial_id, config or result.get("config") or {})
         epoch = result.get("epoch", result.get("training_iteration", 0))
-        self.tracker.log_epoch(run, epoch, {k: v for k, v in result.items() if k not in _RESULT_SKIP})
+        metrics = {k: v for k, v in result.items() if k not in _RESULT_SKIP}
+        config = config or result.get("config") or {}
+
+        def write() -> None:
+            run = self.runs.get(trial_id) or self._start(trial_id, config)
+            self.tracker.log_epoch(run, epoch, metrics)
+
+        self._queue(write)
 
     def trial_finished(self, trial_id: str, status: str = "FINISHED", pruned: bool = False) -> None:
-        if trial_id in self.runs:
-            self.tracker.end_run(self.runs.pop(trial_id), status, pruned)
+        def write() -> None:
+            if trial_id in self.runs:
+                self.tracker.end_run(self.runs[trial_id], status, pruned)
+                self.runs.pop(trial_id)
+
+        self._queue(write)
+
+    def _start(self, trial_id: str, config: dict) -> str:
+        self.runs[trial_id] = self.tracker.trial_run(self.parent, trial_id, config)
+        return self.runs[trial_id]
+
+    # -- the write queue ---------------------------------------------------------------------------
+    def _queue(self, write: Callable[[], None]) -> None:
+        self._pending.append(write)
+        if time.monotonic() >= self._retry_at:
+            self.flush()
+
+    def flush(self) -> int:
+        """Write what is queued, in order, until a write fails; returns how many writes are still queued."""
+        while self._pending:
+            try:
+                self._pending[0]()
+            except Exception as err:
+                if not isinstance(err, _tracking_down()):
+                    raise
+                if not self._retry_at:
+                    _log.warning("MLflow %s is not taking writes (%s); the sweep goes on, %d writes queued",
+                                 self.tracker.uri, type(err).__name__, len(self._pending))
+                self._retry_at = time.monotonic() + self.retry_s
+                return len(self._pending)
+            self._pending.popleft()
+        if self._retry_at:
+            _log.warning("MLflow %s is back: every queued write is in", self.tracker.uri)
+        self._retry_at = 0.0
+        return 0
+
+    def drain(self, timeout_s: float = 120.0) -> int:
+        """Retry the queue until it is written or ``timeout_s`` has passed; what is left counts as lost."""
+        deadline = time.monotonic() + timeout_s
+        while self.flush() and time.monotonic() < deadline:
+            time.sleep(min(self.retry_s, max(0.0, deadline - time.monotonic())))
+        self.lost += len(self._pending)
+        self._pending.clear()
+        return self.lost
 
     def finish(self, core, spec, test_metrics: dict, best_params: dict, example_rows: dict,
-               artifacts: dict | None = None) -> str:
-        """The retrain run (test figures, artifacts, registered model); closes the sweep. Returns the model URI."""
+               artifacts: dict | None = None, sweep_figures: dict | None = None) -> str:
+        """The retrain run (test figures, artifacts, registered model); the sweep's figures on its parent run and
+        on the model version (tags and description); closes the sweep. Returns the model URI."""
+        self.drain()
         final = self.tracker.retrain_run(self.parent, best_params)
         self.tracker.log_final(final, test_metrics, artifacts)
-        uri = self.tracker.register_best(final, core, spec, test_metrics, self.dataset, self.scenario, example_rows)
+        figures = dict(sweep_figures or {})
+        self.tracker.log_epoch(self.parent, 0, figures)
+        sweep_id = self.tracker.client.get_run(self.parent).data.tags.get("sweep_id", self.parent)
+        described = ", ".join(f"{k} {v:.4g}" for k, v in figures.items())
+        uri = self.tracker.register_best(
+            final, core, spec, test_metrics, self.dataset, self.scenario, example_rows,
+            tags={"sweep_id": sweep_id, "sweep_run_id": self.parent, **{f"sweep.{k}": v for k, v in figures.items()}},
+            description=f"Champion of sweep {Path(sweep_id).name} ({sweep_id}): {described}" if figures else None)
         self.tracker.end_run(final)
         self.tracker.end_run(self.parent)
         return uri
+
+    def abort(self, status: str, drain_s: float = 30.0) -> None:
+        """End the sweep as FAILED or KILLED: its open trial runs and its parent run (best effort: the
+        server may be the reason)."""
+        self.drain(drain_s)
+        for run in list(self.runs.values()) + [self.parent]:
+            try:
+                self.tracker.end_run(run, status)
+            except Exception as err:
+                if not isinstance(err, _tracking_down()):
+                    raise
+                _log.warning("could not mark run %s %s: %s", run, status, err)
+        self.runs.clear()
+
+
+_log = logging.getLogger(__name__)
+
+
+def _tracking_down() -> tuple[type[BaseException], ...]:
+    """What a write raises when the tracking server is away (after the MLflow client's own retries);
+    imported when first needed, so that importing this module does not import mlflow."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException, requests.RequestException, OSError)

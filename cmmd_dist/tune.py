@@ -16,21 +16,24 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from cmmd_dist.config import RunConfig, SweepConfig
+from cmmd_dist.errors import UserError, run_cli
 from cmmd_dist.search_space import Folds, SearchSpace, apply_params, load_search_space
 
-__all__ = ["run_sweep", "trial_fn", "sweep_base", "main", "build_parser", "sweep_paths"]
+__all__ = ["run_sweep", "plan_sweep", "SweepPlan", "SweepFailed", "champion_row", "trial_fn", "sweep_base", "main",
+           "run_from_args", "build_parser", "sweep_paths"]
 
 METRIC, MODE = "cv_metric", "min"
 
 
-def sweep_base(settings: SweepConfig, space: SearchSpace) -> dict:
+def sweep_base(settings: SweepConfig, space: SearchSpace, dataset: str | None = None) -> dict:
     """The run-config values shared by every trial: the space's fixed values plus the sweep's settings."""
     base = {s: dict(v) for s, v in space.fixed.items()}
     data = base.setdefault("data", {})
-    data["dataset"] = settings.data or space.dataset
+    data["dataset"] = settings.data or dataset or space.dataset
     _pin_local_source(data)
     if settings.scenario:
         data["scenario"] = settings.scenario
@@ -115,7 +118,7 @@ def sweep_paths(settings: SweepConfig, dataset: str) -> tuple[str, str]:
         found = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
                        if i.type == pafs.FileType.Directory and i.base_name.startswith(prefix + "-"))
         if not found:
-            raise FileNotFoundError(f"--resume: no sweep named {prefix}-* under {storage}")
+            raise UserError(f"--resume: no sweep named {prefix}-* under {storage}")
         return storage, found[-1]
     return storage, f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -135,13 +138,17 @@ def _trials_table(result_grid, space: SearchSpace) -> list[dict]:
     return sorted(rows, key=lambda row: (row["best_cv_metric"] is None, row["best_cv_metric"]))
 
 
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def format_table(rows: list[dict], test: dict | None, top: int = 10) -> str:
     keys = sorted({k for r in rows for k in r["params"]})
     head = ["trial", *[k.split(".")[-1] for k in keys], "cv mean", "+-", "epoch", "ran", "pruned"]
     lines = [" | ".join(head)]
     for r in rows[:top]:
         vals = [f"{r['params'][k]:.4g}" if isinstance(r["params"][k], float) else str(r["params"][k]) for k in keys]
-        lines.append(" | ".join([str(r["trial_id"]), *vals, f"{r['best_cv_metric']:.4f}", f"{r['cv_std']:.4f}",
+        lines.append(" | ".join([str(r["trial_id"]), *vals, _fmt(r["best_cv_metric"]), _fmt(r["cv_std"]),
                                  str(r["best_epoch"]), str(r["epochs_run"]), "yes" if r["stopped_early"] else "no"]))
     if test:
         fig = f"error {100 * test['error']:.2f}%" if "error" in test else f"mAP {test['map']:.4f}"
@@ -149,21 +156,136 @@ def format_table(rows: list[dict], test: dict | None, top: int = 10) -> str:
     return "\n".join(lines)
 
 
+class SweepFailed(UserError):
+    """The sweep ran but produced nothing to register (every trial failed, or none finished its CV)."""
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """Everything a sweep needs that can be checked before it starts: nothing is written to make one."""
+
+    settings: SweepConfig
+    space: SearchSpace
+    dataset: str  # the name its experiment, summary and registered model carry
+    base: dict
+    storage: str
+    name: str
+    root: str  # storage path inside ``fs`` (the storage URI itself for a local folder)
+    fs: object  # pyarrow filesystem for s3:// storage (keyless), else None
+
+    @property
+    def exp_path(self) -> str:
+        return f"{self.root.rstrip('/')}/{self.name}"
+
+
+def _prepared_name(uri: str) -> str:
+    """The dataset name a prepared dataset's manifest gives (a bring-your-own dataset is named by it)."""
+    from cmmd_dist.datasets.shards import manifest_spec
+    from cmmd_dist.storage import read_manifest
+
+    return manifest_spec(read_manifest(uri)).name
+
+
+def _space_for(settings: SweepConfig, dataset: str | None) -> SearchSpace:
+    if settings.space:
+        space = load_search_space(settings.space)
+    else:
+        try:
+            space = load_search_space(dataset or "digits2v")
+        except FileNotFoundError as err:
+            if settings.data:
+                raise UserError(f"no search space for dataset {dataset!r} (named by the manifest of --data "
+                                f"{settings.data}): write one and pass --space FILE.yaml (search_spaces/digits2v.yaml "
+                                "is a template)") from None
+            raise UserError(err.args[0]) from None
+    return space.with_preset(settings.preset)
+
+
+def plan_sweep(settings: SweepConfig) -> SweepPlan:
+    """Every check a sweep can make before it starts (dataset, search space, preset, storage, resume or
+    name clash), as one-line :class:`UserError`; nothing is written, no run is started."""
+    from cmmd_dist.storage import check_bucket, is_s3_uri, resolve_without_keys
+
+    try:
+        named = _prepared_name(settings.data) if settings.data else None
+        if named and settings.dataset and settings.dataset != named:
+            raise UserError(f"--data {settings.data} holds dataset {named!r}, but --dataset is {settings.dataset!r}")
+        space = _space_for(settings, named or settings.dataset)
+        dataset = named or settings.dataset or space.dataset
+        base = sweep_base(settings, space, dataset)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        raise UserError(err.args[0] if err.args else str(err)) from None
+    storage, name = sweep_paths(settings, dataset)
+    if is_s3_uri(storage):
+        check_bucket(storage)
+    # Tune pickles this filesystem into tuner.pkl and the trials: keyless, each node brings its own credentials
+    fs, root = resolve_without_keys(storage) if is_s3_uri(storage) else (None, storage)
+    plan = SweepPlan(settings, space, dataset, base, storage, name, root, fs)
+    from ray import tune
+
+    exists = tune.Tuner.can_restore(plan.exp_path, storage_filesystem=fs)
+    if settings.resume and not exists:
+        raise UserError(f"--resume: {plan.exp_path} holds no sweep to resume")
+    if not settings.resume and settings.name and exists:
+        raise UserError(f"sweep {plan.exp_path} exists: add --resume to continue it, or pick another --name")
+    return plan
+
+
 def run_sweep(settings: SweepConfig, log=print) -> dict:
-    """Run (or resume) a sweep; returns the summary (also written as JSON)."""
+    """Run (or resume) a sweep; returns the summary (also written as JSON).
+
+    Checks come first (:func:`plan_sweep`), then the sweep's MLflow run; every way out ends that run:
+    FINISHED with a registered champion, FAILED (an error, or no trial finished its CV: nothing is
+    registered) or KILLED (Ctrl-C; the message says how to resume)."""
+    plan = plan_sweep(settings)
+    import ray
+
+    from cmmd_dist.ray_env import keep_credentials_out_of_runtime_env
+    from cmmd_dist.sweep_tracking import start_recorder
+
+    keep_credentials_out_of_runtime_env()
+    # a tracking outage is waited out by the recorder's queue, not by minutes of client retries per event
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    # Ctrl-C raises here (Tune's own handler would end fit() quietly and the run would look finished); the
+    # experiment state is saved every 2 s anyway, so --resume loses at most that
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    if not ray.is_initialized():
+        ray.init()
+    recorder = start_recorder(plan.dataset, settings.scenario, plan.space.model_dump(mode="json"), plan.exp_path,
+                              settings.mlflow, settings.searcher or plan.space.searcher, settings.preset)
+    try:
+        summary = _search_and_register(plan, recorder, log)
+    except KeyboardInterrupt:
+        recorder.abort("KILLED")
+        log(f"sweep interrupted; continue it with: {resume_command(plan)}")
+        raise
+    except BaseException:
+        recorder.abort("FAILED")
+        raise
+    return summary
+
+
+def resume_command(plan: SweepPlan) -> str:
+    s = plan.settings
+    parts = ["python -m cmmd_dist.tune", f"--dataset {plan.dataset}", f"--name {plan.name}", "--resume"]
+    for flag, value in (("--data", s.data), ("--space", s.space), ("--scenario", s.scenario), ("--preset", s.preset),
+                        ("--storage", s.storage), ("--mlflow", s.mlflow), ("--out", s.output_dir if s.output_dir != "runs" else None)):
+        if value:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
+
+
+def _search_and_register(plan: SweepPlan, recorder, log) -> dict:
     import ray
     from ray import tune
 
     from cmmd_dist.searchers import Verdicts, make_scheduler, make_searcher, tune_param_space
+    from cmmd_dist.sweep_tracking import MlflowTrials, finish_sweep
 
-    space = load_search_space(settings.space or settings.dataset).with_preset(settings.preset)
-    base = sweep_base(settings, space)
+    settings, space, base, name, fs, root = plan.settings, plan.space, plan.base, plan.name, plan.fs, plan.root
     epochs = RunConfig.model_validate(base).train.epochs
     workers = settings.workers_per_trial or space.workers_per_trial
     num_trials = settings.num_trials or space.num_trials
-    storage, name = sweep_paths(settings, space.dataset)
-    if not ray.is_initialized():
-        ray.init()
     # save the experiment state often, so that a killed driver's finished trials are known as finished
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     cpus = ray.cluster_resources().get("CPU", 1)
@@ -171,29 +293,18 @@ def run_sweep(settings: SweepConfig, log=print) -> dict:
     verdicts = f"cmmd-verdicts-{name}" if settings.asha else None
     if verdicts:
         verdicts_actor = Verdicts.options(name=verdicts, get_if_exists=True).remote()  # noqa: F841 (kept alive)
-    from cmmd_dist.storage import is_s3_uri, resolve
-
-    fs, root = resolve(storage) if is_s3_uri(storage) else (None, storage)
     trainable = tune.with_parameters(trial_fn, base=base, folds=space.folds, workers=workers,
                                      use_gpu=settings.use_gpu, storage=f"{root.rstrip('/')}/{name}-train",
                                      verdicts=verdicts, storage_fs=fs)
     # the trial driver only waits on its workers: no CPU of its own (a bundle may not be empty, so a little memory)
     trainable = tune.with_resources(trainable, {"cpu": 0, "memory": 64 * 1024**2})
     t0 = time.time()
-    exp_path = f"{root.rstrip('/')}/{name}"
-    from cmmd_dist.sweep_tracking import MlflowTrials, finish_sweep, start_recorder
-
-    recorder = start_recorder(space.dataset, settings.scenario, space.model_dump(mode="json"), exp_path,
-                              settings.mlflow, settings.searcher or space.searcher, settings.preset)
+    exp_path = plan.exp_path
     if settings.resume:
-        if not tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
-            raise FileNotFoundError(f"--resume: {exp_path} holds no sweep to resume")
         log(f"resuming sweep {exp_path}")
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=fs)
     else:
-        if settings.name and tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
-            raise FileExistsError(f"sweep {exp_path} exists: add --resume to continue it, or pick another --name")
         searcher = settings.searcher or space.searcher
         grid = searcher == "grid"
         tuner = tune.Tuner(
@@ -210,16 +321,27 @@ def run_sweep(settings: SweepConfig, log=print) -> dict:
         )
     grid_result = tuner.fit()
     rows = _trials_table(grid_result, space)
-    summary = {"dataset": space.dataset, "scenario": settings.scenario, "preset": settings.preset, "sweep": exp_path,
+    summary = {"dataset": plan.dataset, "scenario": settings.scenario, "preset": settings.preset, "sweep": exp_path,
                "searcher": settings.searcher or space.searcher, "folds": space.folds.model_dump(),
                "workers_per_trial": workers, "max_concurrent_trials": concurrent, "cpus": cpus,
                "trials": rows, "trial_epochs_total": sum(r["epochs_run"] or 0 for r in rows),
+               "trials_failed": sum(r["error"] is not None for r in rows) + _silent_failures(grid_result),
                "search_seconds": time.time() - t0}
-    if rows and settings.retrain:
-        summary.update(_retrain_best(settings, base, rows[0], log))
+    best = champion_row(rows)
+    if best is None:
+        raise SweepFailed(f"no trial of sweep {exp_path} finished its cross-validation "
+                          f"({summary['trials_failed']} failed, {len(rows)} reported): nothing registered")
+    if settings.retrain:
+        summary.update(_retrain_best(settings, base, best, log))
         summary["model_uri"] = finish_sweep(recorder, summary, summary.pop("_retrain"), summary.pop("_bundle"),
                                             summary["best_run_config"])
+    else:
+        recorder.drain()
+        recorder.tracker.end_run(recorder.parent)
+    summary["tracking_points_lost"] = recorder.lost
     log(format_table(rows, summary.get("test")))
+    if recorder.lost:
+        log(f"MLflow {recorder.tracker.uri} was away: {recorder.lost} tracking writes are lost")
     if "model_uri" in summary:
         from cmmd_dist.tracking import ui_command
 
@@ -230,6 +352,17 @@ def run_sweep(settings: SweepConfig, log=print) -> dict:
     summary["summary_path"] = str(out)
     log(f"summary: {out}")
     return summary
+
+
+def _silent_failures(result_grid) -> int:
+    """Trials that failed before their first report (they have no metrics, so no row)."""
+    return sum(1 for r in result_grid if r.error and not r.metrics)
+
+
+def champion_row(rows: list[dict]) -> dict | None:
+    """The best trial that finished its cross-validation (not pruned, not failed), or None."""
+    done = [r for r in rows if not r["stopped_early"] and r["error"] is None and r["best_cv_metric"] is not None]
+    return done[0] if done else None
 
 
 def _retrain_best(settings: SweepConfig, base: dict, best: dict, log) -> dict:
@@ -246,8 +379,9 @@ def _retrain_best(settings: SweepConfig, base: dict, best: dict, log) -> dict:
 
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    standalone = p is None
     p = p or argparse.ArgumentParser(prog="python -m cmmd_dist.tune", description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="digits2v")
+    p.add_argument("--dataset", help="dataset name (default: the manifest's name with --data, else digits2v)")
     p.add_argument("--space", help="search-space YAML (default: search_spaces/<dataset>.yaml)")
     p.add_argument("--scenario", help="observed-modality scenario (its own sweep and model)")
     p.add_argument("--preset", help="preset of the space: paper, smoke, ...")
@@ -268,6 +402,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--no-retrain", action="store_true")
     p.add_argument("--out", default="runs", help="output folder for summaries and models")
     p.add_argument("--mlflow", help="MLflow tracking URI")
+    if standalone:
+        p.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     return p
 
 
@@ -282,21 +418,20 @@ def settings_from_args(a: argparse.Namespace) -> SweepConfig:
     )
 
 
+def run_from_args(args: argparse.Namespace) -> int:
+    """``cmmd-dist tune`` and ``python -m cmmd_dist.tune``: the same checks, the same sweep. A sweep in which
+    no trial finished its CV exits 1; user errors are :class:`UserError` (one line, exit 2, via run_cli)."""
+    try:
+        run_sweep(settings_from_args(args))
+    except SweepFailed as err:
+        print(f"cmmd_dist.tune: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        settings = settings_from_args(args)
-    except Exception as e:  # pydantic ValidationError: name the bad option
-        print(f"invalid sweep settings:\n{e}", file=sys.stderr)
-        return 2
-    try:  # a bad dataset, space file or preset: one clear line before anything starts
-        space = load_search_space(settings.space or settings.dataset).with_preset(settings.preset)
-        sweep_base(settings, space)
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        print(f"cmmd_dist.tune: error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
-    run_sweep(settings)
-    return 0
+    return run_cli(lambda: run_from_args(args), prog="cmmd_dist.tune", argv=argv)
 
 
 if __name__ == "__main__":

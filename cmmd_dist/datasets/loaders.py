@@ -2,7 +2,8 @@
 
 MNIST comes from the classic ``mnist.pkl.gz`` (50k/10k/10k) or from the four IDX files
 (train 60k is split 50k/10k, test 10k). The default location is ``$CMMD_MNIST_PATH``, else
-``../shared/data/mnist.pkl.gz`` relative to the working directory.
+``../shared/data/mnist.pkl.gz`` relative to the working directory. The pickle is read by an
+unpickler that builds numpy arrays and nothing else (a pickle can otherwise run any code).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from cmmd_dist.datasets.spec import DatasetBundle, DatasetSpec, ModalitySpec, Split
 from cmmd_dist.datasets.two_view import two_view
+from cmmd_dist.storage import StorageError
 
 __all__ = [
     "DIGITS2V_SPEC",
@@ -79,31 +81,64 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read one MNIST IDX file (optionally gzipped) into a numpy array."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as err:  # gzip raises BadGzipFile (an OSError) or EOFError when cut short
+        raise StorageError(f"{path}: not a readable IDX file (truncated?): {err}") from err
     if len(data) < 4:
-        raise ValueError(f"{path}: not an IDX file (only {len(data)} bytes)")
+        raise StorageError(f"{path}: not an IDX file (only {len(data)} bytes)")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {data[:4].hex()})")
+    if zero != 0 or dtype_code != 0x08 or len(data) < 4 + 4 * ndim:
+        raise StorageError(f"{path}: not an unsigned-byte IDX file (magic {data[:4].hex()})")
     dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: truncated IDX file: header says {dims} ({int(np.prod(dims))} values), body has {body.size}")
+        raise StorageError(f"{path}: truncated IDX file: header says {dims} ({int(np.prod(dims))} values), body has {body.size}")
     return body.reshape(dims)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Builds numpy arrays, tuples, lists and numbers: the content of mnist.pkl.gz, nothing that runs code."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are expected")
+        return super().find_class(module, name)
+
+
+def _read_mnist_pickle(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    try:
+        with gzip.open(path, "rb") as f:
+            parts = _ArrayUnpickler(f, encoding="latin1").load()
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError) as err:
+        raise StorageError(f"{path}: not a readable mnist.pkl.gz (truncated or not MNIST?): {type(err).__name__}: {err}") from err
+    if not (isinstance(parts, (tuple, list)) and len(parts) == 3 and all(len(p) == 2 for p in parts)):
+        raise StorageError(f"{path}: expected the (train, val, test) pairs of mnist.pkl.gz")
+    out = {}
+    for name, (x, y) in zip(("train", "val", "test"), parts):
+        x, y = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
+        if x.size != len(y) * 784:
+            raise StorageError(f"{path}: split {name!r} has images of shape {x.shape} for {len(y)} labels, expected (N, 784)")
+        out[name] = (x.reshape(-1, 28, 28), y)
+    return out
 
 
 def read_mnist(source: str | os.PathLike | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{'train'|'val'|'test': (images float32 (N,28,28) in [0,1], labels int64)} from a pickle or an IDX folder."""
     path = Path(source) if source is not None else default_mnist_path()
     if not path.exists():
-        raise FileNotFoundError(f"MNIST source {path} does not exist (set CMMD_MNIST_PATH or pass --source)")
+        hint = "pass --source" if source is not None else "the default: set CMMD_MNIST_PATH or pass --source"
+        raise StorageError(f"{path}: MNIST source does not exist ({hint})")
     if path.is_dir():
         def find(stem: str) -> Path:
             for cand in (path / stem, path / f"{stem}.gz"):
                 if cand.exists():
                     return cand
-            raise FileNotFoundError(f"MNIST IDX folder {path} lacks {stem}[.gz]")
+            raise StorageError(f"{path}: MNIST IDX folder lacks {stem}[.gz]")
 
         xtr = read_idx(find("train-images-idx3-ubyte")).astype(np.float32) / 255.0
         ytr = read_idx(find("train-labels-idx1-ubyte")).astype(np.int64)
@@ -115,12 +150,7 @@ def read_mnist(source: str | os.PathLike | None = None) -> dict[str, tuple[np.nd
             "val": (xtr[n_train:], ytr[n_train:]),
             "test": (xte, yte),
         }
-    with gzip.open(path, "rb") as f:
-        train, val, test = pickle.load(f, encoding="latin1")
-    out = {}
-    for name, (x, y) in zip(("train", "val", "test"), (train, val, test)):
-        out[name] = (np.asarray(x, dtype=np.float32).reshape(-1, 28, 28), np.asarray(y, dtype=np.int64))
-    return out
+    return _read_mnist_pickle(path)
 
 
 def load_mnist2v(source: str | os.PathLike | None = None, seed: int = 0, limit: int | None = None) -> DatasetBundle:

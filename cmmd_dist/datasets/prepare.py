@@ -1,23 +1,39 @@
 """``cmmd-dist data prepare``: a paper dataset from its original files to Parquet shards + manifest.
 
     cmmd-dist data prepare --dataset mnist2v --source ../shared/data/mnist.pkl.gz --out s3://data/mnist2v
+    cmmd-dist data prepare --dataset mnist2v --name fashion-mnist --source ~/fashion --out /data/fashion
+    python -m cmmd_dist.datasets.prepare data prepare ...          (the same command)
 
 The output URI is a local folder or ``s3://bucket/prefix`` (S3 settings from the AWS environment
 variables). The manifest is written last: an interrupted prepare leaves no manifest, and running it
-again completes the dataset. The same source and seed give byte-identical shards.
+again completes the dataset. The same source and seed give byte-identical shards. A given
+``--source`` must exist (no source: the dataset's default). An ``--out`` holding a different dataset
+(spec name, source hash, seed or limit) is refused unless ``--overwrite``, which removes its shards.
+``--name`` names the dataset written (another dataset in the same format, through the same converter).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import sys
 from pathlib import Path
 
-from cmmd_dist.datasets.converters import CONVERTERS, hash_inputs
-from cmmd_dist.datasets.shards import DEFAULT_ROWS_PER_FILE, write_bundle
-from cmmd_dist.storage import S3Settings, StorageError
+from cmmd_dist.datasets.converters import CONVERTER_SPECS, CONVERTERS, hash_inputs
+from cmmd_dist.datasets.shards import DEFAULT_ROWS_PER_FILE, check_replaceable, write_bundle
+from cmmd_dist.datasets.spec import DATASET_NAME
+from cmmd_dist.errors import UserError
+from cmmd_dist.storage import S3Settings, check_bucket
 
-__all__ = ["prepare", "add_data_subcommand", "run_data_command"]
+__all__ = ["prepare", "check_dataset_name", "add_data_subcommand", "run_data_command"]
+
+
+def check_dataset_name(name: str, option: str = "--name") -> str:
+    if not DATASET_NAME.match(name):
+        raise UserError(f"{option} {name!r}: a dataset name is letters, digits, '.', '_' or '-' (at most 64), "
+                        "starting with a letter or digit")
+    return name
 
 
 def prepare(
@@ -28,48 +44,63 @@ def prepare(
     seed: int = 0,
     limit: int | None = None,
     settings: S3Settings | None = None,
+    name: str | None = None,
+    overwrite: bool = False,
 ) -> dict:
-    """Convert ``dataset`` from ``source`` and write it under ``out_uri``; returns the manifest.
-
-    ``limit`` keeps the first rows of each split (quick runs and tests)."""
+    """Convert ``dataset`` from ``source`` and write it under ``out_uri`` as dataset ``name`` (default:
+    ``dataset``); returns the manifest. ``limit`` keeps the first rows of each split (quick runs and tests)."""
     if dataset not in CONVERTERS:
-        raise KeyError(f"unknown dataset {dataset!r}; data prepare knows {sorted(CONVERTERS)}")
+        raise UserError(f"--dataset {dataset!r}: unknown; data prepare knows {sorted(CONVERTERS)}")
+    if rows_per_file < 1:
+        raise UserError(f"--rows-per-file must be >= 1, got {rows_per_file}")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be >= 1, got {limit}")
+    name = check_dataset_name(name) if name is not None else CONVERTER_SPECS[dataset].name
+    # refuse a different dataset before the conversion (minutes for a big one); the source hash is known after it
+    check_bucket(out_uri, settings)
+    check_replaceable(out_uri, {"name": name, "seed": seed, "limit": limit}, overwrite, settings)
     converted = CONVERTERS[dataset](source, seed, limit)
+    bundle = converted.bundle
+    if name != bundle.spec.name:
+        bundle = dataclasses.replace(bundle, spec=dataclasses.replace(bundle.spec, name=name))
     source_hash = hash_inputs(converted.inputs, converted.source_note)
     extra = {"seed": seed, "limit": limit, "source_files": sorted(p.name for p in converted.inputs)}
-    return write_bundle(converted.bundle, out_uri, rows_per_file=rows_per_file, source_sha256=source_hash,
-                        extra=extra, settings=settings)
+    return write_bundle(bundle, out_uri, rows_per_file=rows_per_file, source_sha256=source_hash,
+                        extra=extra, settings=settings, overwrite=overwrite)
 
 
 def run_data_command(args: argparse.Namespace) -> int:
-    """Run a parsed ``data`` subcommand; errors in the data print one clear line and exit 2."""
-    try:
-        manifest = prepare(args.dataset, args.source, args.out, rows_per_file=args.rows_per_file,
-                           seed=args.seed, limit=args.limit)
-    except (StorageError, FileNotFoundError, KeyError) as err:
-        print(f"data prepare failed: {err}")
-        return 2
-    print(json.dumps({"out": args.out, "rows": manifest["rows"], "files": len(manifest["files"])}))
+    """Run a parsed ``data`` subcommand. Errors are raised: the entry point (``errors.run_cli``) prints a
+    user error as one line and exits 2."""
+    manifest = prepare(args.dataset, args.source, args.out, rows_per_file=args.rows_per_file, seed=args.seed,
+                       limit=args.limit, name=args.name, overwrite=args.overwrite)
+    print(json.dumps({"out": args.out, "dataset": manifest["spec"]["name"], "rows": manifest["rows"],
+                      "files": len(manifest["files"])}))
     return 0
 
 
 def add_data_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``data prepare`` on ``subparsers``; the parsed namespace's ``func`` runs it."""
-    data = subparsers.add_parser("data", help="prepare datasets as Parquet shards")
+    data = subparsers.add_parser("data", help="prepare datasets as Parquet shards; synthesise test-shaped sources")
     actions = data.add_subparsers(dest="data_command", required=True)
     p = actions.add_parser("prepare", help="convert a dataset's original files to Parquet shards + manifest")
-    p.add_argument("--dataset", required=True, choices=sorted(CONVERTERS), help="dataset to convert")
-    p.add_argument("--source", default=None, help="source file or folder (see each converter's docstring)")
+    p.add_argument("--dataset", required=True, choices=sorted(CONVERTERS), help="converter (format of the source files)")
+    p.add_argument("--source", default=None,
+                   help="source file or folder (see each converter's docstring); must exist; none: the dataset's default")
     p.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
+    p.add_argument("--name", default=None, help="name of the dataset written (default: --dataset), e.g. fashion-mnist")
+    p.add_argument("--overwrite", action="store_true", help="replace a different dataset already under --out")
     p.add_argument("--rows-per-file", type=int, default=DEFAULT_ROWS_PER_FILE, help="rows per Parquet file")
     p.add_argument("--seed", type=int, default=0, help="seed of pairing, rotations, noise and splits")
     p.add_argument("--limit", type=int, default=None, help="keep only the first rows of each split")
     p.set_defaults(func=run_data_command)
+    from cmmd_dist.datasets.synth import add_synth_subcommand
+
+    add_synth_subcommand(actions)
     return data
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m cmmd_dist.datasets.prepare")
-    add_data_subcommand(parser.add_subparsers(dest="command", required=True))
-    ns = parser.parse_args()
-    raise SystemExit(ns.func(ns))
+if __name__ == "__main__":  # a thin wrapper: the same parser and error handling as cmmd-dist
+    from cmmd_dist.cli import main
+
+    sys.exit(main(sys.argv[1:]))

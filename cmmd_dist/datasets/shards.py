@@ -10,22 +10,35 @@ Columns: one ``fixed_size_list<float32>[prod(shape)]`` per modality, ``label`` (
 ``fixed_size_list<float32>[C]`` multi-hot), ``split`` (string), the spec's group column (int64) if any,
 and ``row`` (int64, index within the split). Every file is one row group, so a reader turns a column
 into a numpy array without copying. The bytes depend only on the data and the pyarrow version.
+
+Every path a manifest names is checked when the manifest is read (``storage.check_manifest_files``):
+a relative path inside the root, never ``..``, an absolute path or another URI. A writer replaces only
+the same dataset (spec name, source hash, seed, limit) unless told to overwrite, and removes the files
+of the dataset it replaces, so no stale shard is left behind.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import posixpath
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cmmd_dist.datasets.spec import DatasetBundle, DatasetSpec, ModalitySpec, Split
+from cmmd_dist.datasets.spec import DATASET_NAME, DatasetBundle, DatasetSpec, ModalitySpec, Split
+from cmmd_dist.errors import UserError, one_line
 from cmmd_dist.storage import (
     FORMAT_VERSION,
+    MANIFEST_NAMES,
     S3Settings,
     StorageError,
     check_bucket,
+    check_manifest_files,
+    delete_file,
+    find_manifest,
+    is_s3_uri,
     join_uri,
     read_bytes,
     read_manifest,
@@ -44,6 +57,8 @@ __all__ = [
     "split_to_table",
     "table_to_split",
     "write_bundle",
+    "dataset_identity",
+    "check_replaceable",
     "read_split",
     "load_prepared",
     "read_file_table",
@@ -66,6 +81,10 @@ def spec_to_dict(spec: DatasetSpec) -> dict:
 
 
 def spec_from_dict(d: dict, where: str = "manifest") -> DatasetSpec:
+    name = d.get("name") if isinstance(d, dict) else None
+    if not isinstance(name, str) or not DATASET_NAME.match(name):  # it names run folders and registered models
+        raise StorageError(f"{where}: column 'spec.name' {name!r} is not a dataset name "
+                           "(letters, digits, '.', '_' or '-', at most 64, starting with a letter or digit)")
     try:
         return DatasetSpec(
             name=str(d["name"]),
@@ -159,6 +178,59 @@ def table_to_split(spec: DatasetSpec, table: pa.Table, where: str) -> Split:
     return Split(arrays=arrays, labels=labels, groups=groups)
 
 
+def dataset_identity(manifest: dict) -> dict:
+    """What makes two prepared datasets the same one: spec name, source hash, seed and limit."""
+    spec = manifest.get("spec")
+    return {"name": spec.get("name") if isinstance(spec, dict) else None, "source_sha256": manifest.get("source_sha256"),
+            "seed": manifest.get("seed"), "limit": manifest.get("limit")}
+
+
+def check_replaceable(out_uri: str, identity: dict, overwrite: bool = False,
+                      settings: S3Settings | None = None) -> dict | None:
+    """The manifest of the dataset under ``out_uri`` (None if none) once it may be replaced by a dataset
+    of ``identity`` (keys of :func:`dataset_identity`; absent keys are not compared).
+
+    The same dataset may always be written again (that completes an interrupted prepare); a different
+    one, or a manifest that cannot be read, only with ``overwrite``."""
+    if find_manifest(out_uri, settings) is None:
+        return None
+    try:
+        old = read_manifest(out_uri, settings)
+    except StorageError as err:
+        if not overwrite:
+            raise StorageError(f"{out_uri}: holds a manifest that cannot be read ({one_line(err)}); "
+                               "pass --overwrite to replace it, or choose another --out") from err
+        return None  # its files are unknown (or unsafe to touch): only the manifest goes
+    there = dataset_identity(old)
+    diff = [f"{k} {there[k]!r} there, {v!r} now" for k, v in identity.items() if there.get(k) != v]
+    if diff and not overwrite:
+        raise StorageError(f"{out_uri}: holds a different dataset ({'; '.join(diff)}); "
+                           "pass --overwrite to replace it, or choose another --out")
+    return old
+
+
+def _remove_dataset(out_uri: str, old: dict | None, settings: S3Settings | None) -> None:
+    """Unfinish the dataset under ``out_uri`` (manifest first), then delete the shards its manifest listed."""
+    remove_manifest(out_uri, settings)
+    for name in MANIFEST_NAMES[1:]:  # a hand-written YAML manifest would otherwise outlive its dataset
+        delete_file(join_uri(out_uri, name), settings)
+    if old is None:
+        return
+    for entry in old.get("files", []):  # paths already checked by read_manifest: all inside out_uri
+        delete_file(join_uri(out_uri, entry["path"]), settings)
+
+
+def _remove_empty_folders(out_uri: str, rel_paths: list[str]) -> None:
+    """Local folders of replaced shards left empty (S3 has no folders); a folder with anything in it stays."""
+    if is_s3_uri(out_uri):
+        return
+    for folder in sorted({posixpath.dirname(p) for p in rel_paths if "/" in p}, key=len, reverse=True):
+        try:
+            os.rmdir(join_uri(out_uri, folder))
+        except OSError:
+            pass
+
+
 def write_bundle(
     bundle: DatasetBundle,
     out_uri: str,
@@ -166,17 +238,23 @@ def write_bundle(
     source_sha256: str | None = None,
     extra: dict | None = None,
     settings: S3Settings | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Write every split of ``bundle`` as shards under ``out_uri``, then the manifest; returns the manifest.
 
-    An existing manifest is removed FIRST, so an interrupted run leaves a dataset no reader accepts."""
+    A different dataset under ``out_uri`` is refused unless ``overwrite`` (see :func:`check_replaceable`).
+    The existing manifest is removed FIRST, then the old shards, so an interrupted run leaves a dataset no
+    reader accepts and a finished one leaves no stale shard."""
     if rows_per_file < 1:
-        raise ValueError(f"rows_per_file must be >= 1, got {rows_per_file}")
+        raise UserError(f"--rows-per-file must be >= 1, got {rows_per_file}")
     spec = bundle.spec
     for name, split in bundle.splits().items():
         check_split(spec, split, f"{spec.name} split {name!r}", unlabeled=name not in ("train", "val", "test"))
     check_bucket(out_uri, settings)
-    remove_manifest(out_uri, settings)
+    extra = extra or {}
+    identity = {"name": spec.name, "source_sha256": source_sha256, "seed": extra.get("seed"), "limit": extra.get("limit")}
+    old = check_replaceable(out_uri, identity, overwrite, settings)
+    _remove_dataset(out_uri, old, settings)
     files, rows = [], {}
     for name, split in bundle.splits().items():
         rows[name] = len(split)
@@ -196,8 +274,10 @@ def write_bundle(
         "rows": rows,
         "files": files,
         "source_sha256": source_sha256,
-        **(extra or {}),
+        **extra,
     }
+    if old is not None:
+        _remove_empty_folders(out_uri, [e["path"] for e in old.get("files", [])])
     write_manifest(out_uri, manifest, settings)
     return manifest
 
@@ -209,14 +289,8 @@ def manifest_spec(manifest: dict) -> DatasetSpec:
 
 
 def _files_of(manifest: dict, split: str) -> list[dict]:
-    where = manifest.get("_uri", "manifest")
-    files = manifest.get("files")
-    if not isinstance(files, list):
-        raise StorageError(f"{where}: column 'files' is missing")
-    for f in files:
-        if "path" not in f or "split" not in f:
-            raise StorageError(f"{where}: every entry of 'files' needs 'path' and 'split', got {f}")
-    return [f for f in files if f["split"] == split]
+    # a manifest handed in (not read here) gets the same check: every entry, before any file is opened
+    return [f for f in check_manifest_files(manifest) if f["split"] == split]
 
 
 def read_file_table(root: str, entry: dict, verify: bool = True, settings: S3Settings | None = None) -> pa.Table:
@@ -260,7 +334,7 @@ def load_prepared(root: str, verify: bool = True, settings: S3Settings | None = 
     """The DatasetBundle stored under ``root`` (train/val/test, other splits in ``extra``)."""
     manifest = read_manifest(root, settings)
     spec = manifest_spec(manifest)
-    names = sorted({f["split"] for f in manifest.get("files", [])})
+    names = sorted({f["split"] for f in check_manifest_files(manifest)})
     for required in ("train", "val", "test"):
         if required not in names:
             raise StorageError(f"{manifest['_uri']}: no files for split {required!r}")

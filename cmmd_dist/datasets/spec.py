@@ -7,15 +7,18 @@ float32 (N, C) multi-hot for multi-label data.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
-__all__ = ["ModalitySpec", "DatasetSpec", "Split", "DatasetBundle", "Likelihood", "LabelKind"]
+__all__ = ["ModalitySpec", "DatasetSpec", "Split", "DatasetBundle", "Likelihood", "LabelKind", "DATASET_NAME"]
 
 Likelihood = Literal["gaussian", "bernoulli", "categorical"]
 LabelKind = Literal["classes", "multilabel"]
+# a dataset's name becomes part of run folders, experiment and registered-model names: no '/' or '..'
+DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from cmmd_dist.datasets.shards import arrow_schema, manifest_spec, read_file_table
 from cmmd_dist.datasets.spec import DatasetSpec
-from cmmd_dist.storage import S3Settings, StorageError, join_uri, read_manifest, resolve
+from cmmd_dist.storage import S3Settings, StorageError, join_uri, read_manifest, resolve, resolve_without_keys
 
 __all__ = ["ShardStream", "ray_dataset", "arrays_from_batch"]
 
@@ -62,7 +62,7 @@ class ShardStream:
         self.fs, self.base = resolve(root, settings)
         for e in self.entries:
             if "rows" not in e:  # a hand-written manifest may leave row counts out: read the footers
-                e["rows"] = pq.ParquetFile(self.fs.open_input_file(f"{self.base}/{e['path']}")).metadata.num_rows
+                e["rows"] = pq.ParquetFile(self.fs.open_input_file(join_uri(self.base, e["path"]))).metadata.num_rows
         self.schema = arrow_schema(self.spec)
         self.columns = columns or [f.name for f in self.schema if f.name not in ("split", "row")]
         unknown = set(self.columns) - set(self.schema.names)
@@ -108,7 +108,7 @@ class ShardStream:
             table = read_file_table(self.root, entry, True, self.settings).select(self.columns)
         else:
             try:
-                with self.fs.open_input_file(f"{self.base}/{entry['path']}") as f:
+                with self.fs.open_input_file(join_uri(self.base, entry["path"])) as f:
                     if "bytes" in entry and f.size() != entry["bytes"]:
                         raise StorageError(f"{uri}: truncated or altered shard: {f.size()} bytes, manifest says {entry['bytes']}")
                     table = pq.read_table(f, columns=self.columns)
@@ -200,8 +200,8 @@ def ray_dataset(root: str, split: str = "train", settings: S3Settings | None = N
     import ray.data
 
     manifest = read_manifest(root, settings)
-    fs, base = resolve(root, settings)
-    paths = [f"{base}/{f['path']}" for f in manifest.get("files", []) if f.get("split") == split]
+    fs, base = resolve_without_keys(root, settings)  # Ray pickles it into its tasks: no keys in it
+    paths = [join_uri(base, f["path"]) for f in manifest.get("files", []) if f.get("split") == split]
     if not paths:
         raise StorageError(f"{manifest['_uri']}: no files for split {split!r}")
     return ray.data.read_parquet(paths, filesystem=fs, **read_kwargs)

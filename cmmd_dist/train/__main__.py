@@ -1,4 +1,4 @@
-"""``python -m cmmd_dist.train [--dataset NAME ...]``: the same as ``cmmd-dist train``."""
+"""``python -m cmmd_dist.train [--dataset NAME ...]``: the same as ``cmmd-dist train`` (one-line user errors, exit 2)."""
 
 import sys
 

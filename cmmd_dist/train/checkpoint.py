@@ -8,18 +8,27 @@ One checkpoint is a folder; under Ray Train every rank reports its own folder an
                  the data position (next epoch, next batch) of that rank
 
 Pure torch and files: no Ray. ``save_checkpoint`` writes, ``load_checkpoint`` restores in place.
+
+Checkpoints live on shared storage, so whoever can write there must not be able to run code on the
+workers: every file holds only tensors and plain values (numpy's RNG state is stored as a tensor), and
+``load_file`` reads it with ``weights_only=True``; anything else is refused as a ``UserError`` naming the file.
 """
 
 from __future__ import annotations
 
+import pickle
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["ResumeState", "rng_state", "restore_rng", "save_checkpoint", "load_checkpoint", "STATE_FILE"]
+from cmmd_dist.errors import UserError
+from cmmd_dist.train.optim import load_optimizer_state
+
+__all__ = ["ResumeState", "rng_state", "restore_rng", "save_checkpoint", "load_checkpoint", "load_file", "STATE_FILE"]
 
 STATE_FILE = "state.pt"
 
@@ -38,9 +47,15 @@ class ResumeState:
 
 
 def rng_state(generator: torch.Generator) -> dict:
-    """Every random state a rank uses: global torch (and CUDA), numpy, python, and the shuffle generator."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-             "shuffle": generator.get_state()}
+    """Every random state a rank uses: global torch (and CUDA), numpy, python, and the shuffle generator.
+
+    Only tensors, ints, floats, tuples and None, so that ``weights_only=True`` loads it: numpy's
+    ``('MT19937', uint32 keys, pos, has_gauss, cached_gaussian)`` keeps its keys as an int64 tensor."""
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "python": random.getstate(), "shuffle": generator.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -48,7 +63,9 @@ def rng_state(generator: torch.Generator) -> dict:
 
 def restore_rng(state: dict, generator: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
     random.setstate(state["python"])
     generator.set_state(state["shuffle"])
     if "cuda" in state and torch.cuda.is_available():
@@ -64,24 +81,42 @@ def save_checkpoint(folder: str | Path, rank: int, core: torch.nn.Module, optimi
     torch.save({"rng": rng_state(generator), "position": position}, folder / f"rank{rank}.pt")
     if rank == 0:
         torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(), "epoch": resume.epoch,
-                    "history": resume.history, "best_metric": resume.best_metric, "best_epoch": resume.best_epoch,
-                    "best_model": resume.best_state},
+                    "history": [_plain(row) for row in resume.history], "best_metric": float(resume.best_metric),
+                    "best_epoch": int(resume.best_epoch), "best_model": resume.best_state},
                    folder / STATE_FILE)
     return folder
+
+
+def _plain(row: dict) -> dict:
+    """A history row with numpy scalars as Python numbers (``weights_only`` refuses numpy objects)."""
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in row.items()}
+
+
+def load_file(path: str | Path) -> dict:
+    """One checkpoint file, loaded with ``weights_only=True``: code hidden in it is refused, never run."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as err:  # anything else comes from parsing untrusted bytes: the file is at fault
+        found = re.search(r"[Uu]nsupported [^\n]*", str(err)) if isinstance(err, pickle.UnpicklingError) else None
+        why = found.group(0).split(". ")[0].rstrip(".") if found else "not a readable torch checkpoint"
+        raise UserError(f"checkpoint file {path} refused: it may hold only tensors and plain values ({why}); "
+                        "written by an older cmmd-dist, by another program, or tampered with") from err
 
 
 def load_checkpoint(folder: str | Path, rank: int, core: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     generator: torch.Generator) -> ResumeState:
     """Restore model, optimiser and (when this rank saved them) RNG states in place; returns the position."""
     folder = Path(folder)
-    state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
+    state = load_file(folder / STATE_FILE)
     core.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    load_optimizer_state(optimizer, state["optimizer"])  # keeps the fused kernel the optimiser was built with
     resume = ResumeState(epoch=state["epoch"], history=list(state["history"]),
                          best_metric=state["best_metric"], best_epoch=state["best_epoch"], best_state=state["best_model"])
     own = folder / f"rank{rank}.pt"
     if own.exists():  # absent when the group grew: the caller reseeds that rank
-        part = torch.load(own, map_location="cpu", weights_only=False)
+        part = load_file(own)
         restore_rng(part["rng"], generator)
         resume.batch = part["position"]["batch"]
         resume.rng_restored = True

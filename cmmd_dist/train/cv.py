@@ -26,6 +26,7 @@ from cmmd_dist.train.batches import SplitTensors, iterate_batches
 from cmmd_dist.train.build import loss_weights, model_config
 from cmmd_dist.train.gather import gather_for
 from cmmd_dist.train.loop import train_epoch
+from cmmd_dist.train.optim import make_optimizer
 from cmmd_dist.train.single import seed_everything
 
 __all__ = ["cv_worker", "FoldState", "build_folds", "cv_epoch"]
@@ -37,7 +38,7 @@ class FoldState:
     def __init__(self, run: RunConfig, spec, fit_rows: SplitTensors, val_rows: SplitTensors, fold: int, rank: int):
         seed_everything(run.train.seed + 1000 * fold)  # same initial weights on every rank
         self.core = CMMD(model_config(run, spec))
-        self.optimizer = torch.optim.Adam(self.core.parameters(), lr=run.train.lr)
+        self.optimizer = make_optimizer(self.core.parameters(), run.train)
         self.gen = torch.Generator().manual_seed(run.train.seed + 1000 * fold + 7919 * rank)
         self.fit_rows, self.val_rows = fit_rows, val_rows
         self.model: torch.nn.Module = self.core

@@ -7,13 +7,22 @@ every worker: data shard, model, DDP, resume from the latest checkpoint) and ``f
 the unchanged pure-torch ``train_epoch``, validation, checkpoint, report). ``run_distributed`` ties
 them together and writes the run folder like the single-process path. Ray is touched only through
 TorchTrainer / ScalingConfig / RunConfig, prepare_model, report, get_checkpoint and get_context.
+
+User errors never reach Ray Train's retries: the driver checks the data's manifest and the cluster's
+CPUs/GPUs before the worker group starts, and a ``UserError`` on a worker (a bad shard) is shared by
+all ranks and returned as a marker that the driver raises again (Ray would restart the group
+``max_failures`` times on the same bad file). The run folder ``<storage>/<name>`` holds the run's
+config (``cmmd_run.yaml``) next to Ray's checkpoints, so that Ctrl-C can print a command that resumes
+it: ``cmmd-dist train --resume <storage>/<name>``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,20 +36,25 @@ import yaml
 
 from cmmd_dist.config import RunConfig
 from cmmd_dist.datasets.registry import load_bundle
+from cmmd_dist.errors import Interrupted, UserError, one_line
 from cmmd_dist.evaluate import evaluate_model
 from cmmd_dist.model import CMMD
-from cmmd_dist.storage import S3Settings, is_s3_uri, resolve
+from cmmd_dist.storage import S3Settings, is_s3_uri, resolve_without_keys
 from cmmd_dist.train.batches import iterate_batches
 from cmmd_dist.train.build import loss_weights, model_config
-from cmmd_dist.train.checkpoint import STATE_FILE, ResumeState, load_checkpoint, save_checkpoint
+from cmmd_dist.train.checkpoint import STATE_FILE, ResumeState, load_checkpoint, load_file, save_checkpoint
 from cmmd_dist.train.gather import gather_for
 from cmmd_dist.train.loop import evaluate_loss, train_epoch
 from cmmd_dist.train.metrics import WorkerMetrics
-from cmmd_dist.train.single import seed_everything, split_tensors
+from cmmd_dist.train.single import check_data, seed_everything, split_tensors
+from cmmd_dist import storage as run_store  # the run folder's own files (config, Ray's snapshot); driver side
 
-__all__ = ["CrashOnce", "setup", "main", "fit", "run_distributed", "run_storage", "quick_report_polling"]
+__all__ = ["CrashOnce", "setup", "main", "fit", "run_distributed", "run_storage", "quick_report_polling",
+           "check_resources", "resume_settings", "RUN_CONFIG_FILE"]
 
 TERMS = ("rec", "kl", "mmd", "ce", "loss")
+RUN_CONFIG_FILE = "cmmd_run.yaml"  # in <storage>/<name>: what `train --resume` reads back
+USER_ERROR_KEY = "cmmd_user_error"  # a worker's return value that carries a UserError to the driver
 
 
 @dataclass(frozen=True)
@@ -86,7 +100,8 @@ def run_storage(run: RunConfig, s3: S3Settings | None = None):
     """(storage_path, storage_filesystem or None) for Ray Train from ``distributed.storage``."""
     uri = run.distributed.storage or str(Path(run.output_dir, "ray").resolve())
     if is_s3_uri(uri):
-        fs, path = resolve(uri, s3)
+        # Ray pickles this filesystem into its workers and run state: keyless, each node brings its own credentials
+        fs, path = resolve_without_keys(uri, s3)
         return path, fs
     return str(Path(uri).resolve()), None
 
@@ -121,11 +136,15 @@ def main(config: dict) -> dict | None:
     torch.set_num_threads(run.train.threads or run.distributed.cpus_per_worker)
     device = ray.train.torch.get_device()
     run = run.model_copy(update={"train": run.train.model_copy(update={"device": str(device)})})
-    if run.train.pretrain_epochs:
-        raise ValueError("train.pretrain_epochs is not supported by distributed training yet")
-
-    bundle = load_bundle(run.data)
-    data = split_tensors(bundle, run)
+    try:  # bad shards are found here, on every rank alike: a marker for the driver, not a retried failure
+        bundle = load_bundle(run.data)
+        data = split_tensors(bundle, run)
+        failure = None
+    except UserError as err:
+        failure = one_line(err)
+    failure = _first_failure(failure, world)
+    if failure is not None:
+        raise UserError(failure)
     seed_everything(run.train.seed)  # the same initial weights on every rank
     core = CMMD(model_config(run, bundle.spec)).to(device)
     optimizer = torch.optim.Adam(core.parameters(), lr=run.train.lr)
@@ -135,8 +154,15 @@ def main(config: dict) -> dict | None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         metrics.restored()
-        with checkpoint.as_directory() as folder:
-            resume = load_checkpoint(folder, rank, core, optimizer, gen)
+        try:  # a refused checkpoint file fails the same way on every attempt
+            with checkpoint.as_directory() as folder:
+                resume = load_checkpoint(folder, rank, core, optimizer, gen)
+            failure = None
+        except UserError as err:
+            failure = one_line(err)
+        failure = _first_failure(failure, world)
+        if failure is not None:
+            raise UserError(failure)
         if not resume.rng_restored:
             gen = seed_everything(run.train.seed + 7919 * rank + 104729 * resume.epoch)
     model = ray.train.torch.prepare_model(core, move_to_device=False)
@@ -148,6 +174,16 @@ def main(config: dict) -> dict | None:
     return {"dataset": bundle.spec.name, "history": history, "epochs_run": history[-1]["epoch"] if history else 0,
             "best_epoch": resume.best_epoch, "val_metric": resume.best_metric, "workers": world,
             "test": evaluate_model(core, data["test"]), "model_config": asdict(core.cfg)}
+
+
+def _first_failure(failure: str | None, world: int) -> str | None:
+    """The first rank's user error, known to every rank (one that stopped alone would leave the others
+    waiting in a collective); None when no rank failed."""
+    if world <= 1 or not dist.is_initialized():
+        return failure
+    every: list = [None] * world
+    dist.all_gather_object(every, failure)
+    return next((f for f in every if f is not None), None)
 
 
 def _group_mean(m: dict, device: torch.device, world: int) -> dict:
@@ -211,7 +247,12 @@ def run_distributed(run: RunConfig, s3: S3Settings | None = None, crash: CrashOn
                     log=print) -> tuple[dict, Path]:
     """Fit on Ray Train; write config.yaml, history.jsonl, metrics.json, model.pt under ``output_dir``."""
     t0 = time.time()
-    result = setup(run, s3, crash).fit()
+    if run.train.pretrain_epochs:
+        raise UserError("train.pretrain_epochs: not supported by distributed training yet (set it to 0 or drop --workers)")
+    check_data(run)  # before Ray starts: a bad dataset name, manifest or scenario costs nothing
+    trainer = setup(run, s3, crash)
+    check_resources(run)
+    result = _RunFolder(run, trainer.run_config.name, s3).fit(trainer)
     results = dict(result.return_value)
     results.update(seconds=time.time() - t0, checkpoint=result.checkpoint.path,
                    reported_epochs=[int(e) for e in result.metrics_dataframe["epoch"]])  # of the kept checkpoints
@@ -225,8 +266,141 @@ def run_distributed(run: RunConfig, s3: S3Settings | None = None, crash: CrashOn
     meta = {k: v for k, v in results.items() if k not in ("history", "model_config")}
     (out / "metrics.json").write_text(json.dumps(meta, indent=2, default=str))
     with result.checkpoint.as_directory() as folder:
-        state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+        state = load_file(Path(folder) / STATE_FILE)  # weights_only: the checkpoint bucket is not trusted code
     weights = state["best_model"] if state.get("best_model") is not None else state["model"]
     torch.save({"state_dict": weights, "model_config": results["model_config"]}, out / "model.pt")
     log(f"distributed run: {results['epochs_run']} epochs on {results['workers']} workers; checkpoints {result.checkpoint.path}")
     return results, out
+
+
+def check_resources(run: RunConfig) -> None:
+    """Refuse a worker group that the Ray instance this process started cannot hold (Ray Train would wait
+    60 s, then retry forever). A cluster we connected to (RAY_ADDRESS, ``ray job submit``) may autoscale:
+    there Ray Train waits for nodes as usual."""
+    try:
+        started_here = bool(ray._private.worker._global_node.head)  # no public API says who started Ray
+    except AttributeError:
+        started_here = False
+    if True:
+        return
+    d = run.distributed
+    have = ray.cluster_resources()
+    need = {"CPU": d.workers * d.cpus_per_worker, **({"GPU": d.workers} if d.use_gpu else {})}
+    for kind, n in need.items():
+        got = int(have.get(kind, 0))
+        if got < n:
+            per = d.cpus_per_worker if kind == "CPU" else 1
+            raise UserError(f"--workers {d.workers} needs {n} {kind}s ({per} per worker), but this machine's Ray has "
+                            f"{got}: use --workers {max(got // per, 1) if got >= per else 'N'} or less"
+                            + (", or run on a cluster with GPUs" if kind == "GPU" else ", or a larger cluster (RAY_ADDRESS)"))
+
+
+def resume_settings(run_dir: str, overrides: dict) -> tuple[str, dict]:
+    """(config URI, overrides) that continue the run whose folder is ``run_dir`` = ``<storage>/<name>``: its
+    saved config, with ``distributed.storage`` and ``name`` pointing there (Ray Train then restores the
+    latest checkpoint of that run); the other ``overrides`` (e.g. more --epochs) apply on top."""
+    uri = str(run_dir).rstrip("/")
+    if run_store.is_s3_uri(uri):
+        base, _, name = uri.rpartition("/")
+        if base in ("s3:/", "s3:") or not name:
+            raise UserError(f"--resume {run_dir}: expected s3://bucket/prefix/<run name>")
+    else:
+        folder = Path(uri).resolve()
+        base, name = str(folder.parent), folder.name
+    config = run_store.join_uri(uri, RUN_CONFIG_FILE)
+    if not run_store.exists(config):
+        raise UserError(f"--resume {run_dir}: no run to resume there (no {RUN_CONFIG_FILE}); give the folder "
+                        f"<storage>/<run name> that an interrupted run printed")
+    dist_over = dict(overrides.get("distributed") or {})
+    if dist_over.get("storage") not in (None, base):
+        raise UserError(f"--resume {run_dir} names the storage already: drop --storage {dist_over['storage']}")
+    return config, {**overrides, "distributed": {**dist_over, "storage": base, "name": name}}
+
+
+class _RunFolder:
+    """``<storage>/<name>``: Ray Train's checkpoints and snapshot, and the run's config for ``--resume``.
+
+    ``fit`` runs the trainer and turns its ends into what the user needs: a worker's user error is raised
+    again here (and a fresh folder removed: nothing half-written), Ctrl-C says where the latest
+    checkpoint is and which command resumes from it."""
+
+    def __init__(self, run: RunConfig, name: str, s3: S3Settings | None):
+        base = run.distributed.storage or str(Path(run.output_dir, "ray").resolve())
+        self.uri = run_store.join_uri(base if run_store.is_s3_uri(base) else str(Path(base).resolve()), name)
+        self.s3 = s3
+        self.fresh = not run_store.exists(self.uri, s3)
+        run_store.write_bytes(run_store.join_uri(self.uri, RUN_CONFIG_FILE),
+                              yaml.safe_dump(run.model_dump(mode="json"), sort_keys=False).encode(), s3)
+
+    def fit(self, trainer):
+        interrupted = threading.Event()
+        _note_sigint(trainer, interrupted)
+        main_thread = threading.current_thread() is threading.main_thread()
+        before = signal.getsignal(signal.SIGINT) if main_thread else None
+        try:
+            result = trainer.fit()
+        except BaseException as err:
+            if interrupted.is_set() or isinstance(err, KeyboardInterrupt):
+                raise Interrupted(self._interrupted()) from err
+            raise
+        finally:
+            if main_thread:  # Ray leaves its handler behind, bound to the finished run's controller
+                signal.signal(signal.SIGINT, before)
+        value = result.return_value
+        if isinstance(value, dict) and USER_ERROR_KEY in value:
+            self._discard_if_fresh()
+            raise UserError(value[USER_ERROR_KEY])
+        return result
+
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        """(epoch, URI) of the checkpoint Ray Train resumes from: the newest in its snapshot."""
+        snapshot = run_store.join_uri(self.uri, "checkpoint_manager_snapshot.json")
+        try:
+            state = json.loads(run_store.read_bytes(snapshot, self.s3))
+        except (UserError, ValueError):
+            return None
+        latest = state.get("latest_checkpoint_result") or {}
+        name = (latest.get("checkpoint_dir_name") or "") if isinstance(latest, dict) else ""
+        if not name.startswith("checkpoint_epoch_"):
+            return None
+        return int(name.rsplit("_", 1)[1]), run_store.join_uri(self.uri, name)
+
+    def _interrupted(self) -> str:
+        latest = self.latest_checkpoint()
+        if latest is None:
+            self._discard_if_fresh()
+            return "stopped before the first epoch checkpoint: nothing to resume"
+        epoch, uri = latest
+        return f"checkpoint of epoch {epoch} at {uri}; resume with: cmmd-dist train --resume {self.uri}"
+
+    def _discard_if_fresh(self) -> None:
+        if not self.fresh:
+            return
+        fs, path = run_store.resolve(self.uri, self.s3)
+        try:
+            fs.delete_dir(path)
+        except (FileNotFoundError, OSError):  # best effort: the error being reported matters more
+            pass
+
+
+def _note_sigint(trainer, interrupted: threading.Event) -> None:
+    """Let the driver know that the user pressed Ctrl-C. Ray Train installs its own SIGINT handler in
+    ``fit`` (it aborts the run gracefully) and ``fit`` then fails like any crash; wrapping the handler as
+    Ray registers it is the only way to tell the two apart (Ray 2.60: ``_register_sigint_handler``; where
+    that is gone, Ctrl-C still ends the run, with a plain "interrupted")."""
+    register = getattr(trainer, "_register_sigint_handler", None)
+    if register is None:
+        return
+
+    def register_and_note(controller) -> None:
+        register(controller)
+        ray_handler = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame) -> None:
+            interrupted.set()
+            if callable(ray_handler):
+                ray_handler(signum, frame)
+
+        signal.signal(signal.SIGINT, handler)
+
+    trainer._register_sigint_handler = register_and_note

@@ -17,14 +17,43 @@ from tqdm import tqdm
 
 from cmmd_dist.config import RunConfig
 from cmmd_dist.datasets.registry import load_bundle
-from cmmd_dist.datasets.spec import DatasetBundle
+from cmmd_dist.datasets.spec import DatasetBundle, DatasetSpec
+from cmmd_dist.errors import UserError, one_line
 from cmmd_dist.evaluate import evaluate_baseline, evaluate_model
 from cmmd_dist.model import CMMD, PriorClassifier
 from cmmd_dist.train.batches import SplitTensors, iterate_batches
 from cmmd_dist.train.build import loss_weights, model_config
 from cmmd_dist.train.loop import baseline_epoch, evaluate_loss, train_epoch
 
-__all__ = ["fit", "run_training", "retrain_and_test", "retrain_baseline_and_test", "seed_everything", "split_tensors"]
+__all__ = ["check_data", "fit", "run_training", "retrain_and_test", "retrain_baseline_and_test", "seed_everything", "split_tensors"]
+
+
+def check_data(run: RunConfig) -> DatasetSpec:
+    """The spec of the run's dataset, read before anything is loaded, started or written.
+
+    Cheap (a prepared dataset's manifest only, no shard): an unknown dataset, a bad manifest, a
+    manifest of another dataset or an unknown scenario is a one-line UserError naming it. Shards are
+    checked (checksums, columns, values) as they load."""
+    from cmmd_dist.datasets.registry import LOADERS, SPECS, looks_like_uri, prepared_uri
+    from cmmd_dist.datasets.shards import manifest_spec
+    from cmmd_dist.storage import read_manifest
+
+    data = run.data
+    uri = prepared_uri(data)
+    if uri is not None:
+        spec = manifest_spec(read_manifest(uri))
+        if not looks_like_uri(data.dataset) and data.dataset != spec.name:
+            raise UserError(f"{uri} holds dataset {spec.name!r}, but --dataset / data.dataset is {data.dataset!r}")
+    elif data.dataset in LOADERS and data.dataset in SPECS:
+        spec = SPECS[data.dataset]
+    else:
+        raise UserError(f"unknown dataset {data.dataset!r}; known: {sorted(LOADERS)} "
+                        f"(or a prepared dataset's folder / s3:// URI)")
+    try:
+        spec.split_modalities(data.scenario)
+    except (KeyError, ValueError) as err:
+        raise UserError(f"data.scenario: {one_line(err)}") from err
+    return spec
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -121,6 +150,7 @@ def _json_ready(results: dict) -> dict:
 
 def run_training(run: RunConfig, log=print) -> tuple[dict, Path]:
     """Load data, fit, write the run folder; returns (results, run folder)."""
+    check_data(run)
     bundle = load_bundle(run.data)
     out = Path(run.output_dir) / f"{run.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}-{run.train.seed}"
     out.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from s3_server import SeaweedS3Server, find_weed
@@ -18,12 +20,29 @@ def s3_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray instance for the whole session (ray.init takes ~10 s); shut down at the end."""
+def ray_session(request):
+    """One local Ray instance for the whole session (ray.init takes ~10 s); shut down at the end.
+
+    Its processes start with the S3 fixture's credentials in their environment, as a cluster node has them
+    from its own environment or instance profile: Ray hands trials no keys (``cmmd_dist.ray_env``, keyless
+    storage filesystems). The test process itself keeps its environment: tests set AWS_* where they need it."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        try:
+            node_env = request.getfixturevalue("s3_server").env()
+        except pytest.skip.Exception:  # no SeaweedFS: Ray still runs, its S3 tests skip
+            node_env = {}
+        saved = {k: os.environ.get(k) for k in node_env}
+        os.environ.update(node_env)  # the raylet, and every worker it starts, inherit ray.init's environment
+        try:
+            ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
     yield ray
     ray.shutdown()
 

@@ -1,8 +1,11 @@
 """Prepared datasets on a real SeaweedFS S3 server: bit-identical to a local copy, clear errors."""
 
+import json
 import os
+import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,7 @@ from cmmd_dist.config import DataConfig
 from cmmd_dist.datasets.loaders import default_mnist_path
 from cmmd_dist.datasets.prepare import prepare
 from cmmd_dist.datasets.registry import load_bundle
-from cmmd_dist.datasets.shards import load_prepared
+from cmmd_dist.datasets.shards import load_prepared, read_split
 from cmmd_dist.datasets.streaming import ShardStream
 from cmmd_dist.storage import S3Settings, StorageError, bucket_exists, create_bucket, read_bytes
 
@@ -111,3 +114,72 @@ def test_bucket_admin_creates_and_deletes_with_contents(bucket):
     write_bytes("s3://cmmd-scratch/a/b.bin", b"x", bucket)
     delete_bucket("cmmd-scratch", bucket)
     assert not bucket_exists("cmmd-scratch", bucket)
+
+
+def _set_entry(uri: str, settings, index: int, path) -> None:
+    """Rewrite the manifest on S3 so that files[index] names ``path``."""
+    from cmmd_dist.storage import write_bytes
+
+    m = json.loads(read_bytes(f"{uri}/manifest.json", settings))
+    m["files"][index]["path"] = path
+    write_bytes(f"{uri}/manifest.json", json.dumps(m).encode(), settings)
+
+
+@pytest.fixture(scope="module")
+def s3_prepared(bucket):
+    uri = f"s3://{BUCKET}/paths-src"
+    manifest = prepare("digits2v", None, uri, rows_per_file=700, settings=bucket)
+    last = max(i for i, f in enumerate(manifest["files"]) if f["split"] == "test")
+    return uri, manifest, last
+
+
+# (id, the bad path given the local decoy and the S3 decoy's key under the bucket, planted decoy)
+S3_ESCAPES = [
+    ("absolute-local", lambda local: str(local), "local"),
+    ("file-uri", lambda local: f"file://{local}", "local"),
+    ("parent-prefix", lambda local: "../decoy/part.parquet", "s3"),
+    ("other-bucket", lambda local: "../../other-bucket/part.parquet", None),
+    ("s3-uri", lambda local: f"s3://{BUCKET}/decoy/part.parquet", "s3"),
+    ("backslash", lambda local: "..\\decoy\\part.parquet", "s3"),
+    ("empty", lambda local: "", None),
+]
+
+
+@pytest.mark.parametrize("make_path,decoy", [c[1:] for c in S3_ESCAPES], ids=[c[0] for c in S3_ESCAPES])
+def test_a_manifest_on_s3_cannot_name_files_outside_its_root(bucket, s3_prepared, tmp_path, make_path, decoy):
+    """Each decoy is a byte-exact copy of the real shard (same sha256): following the path would load it quietly."""
+    from cmmd_dist.storage import write_bytes
+
+    src, manifest, i = s3_prepared
+    uri = f"s3://{BUCKET}/paths-{uuid.uuid4().hex[:8]}"
+    for f in manifest["files"]:
+        write_bytes(f"{uri}/{f['path']}", read_bytes(f"{src}/{f['path']}", bucket), bucket)
+    write_bytes(f"{uri}/manifest.json", read_bytes(f"{src}/manifest.json", bucket), bucket)
+    shard = read_bytes(f"{src}/{manifest['files'][i]['path']}", bucket)
+    local = tmp_path / "decoy.parquet"
+    if decoy == "local":
+        local.write_bytes(shard)
+    elif decoy == "s3":
+        write_bytes(f"s3://{BUCKET}/decoy/part.parquet", shard, bucket)
+    bad = make_path(local)
+    _set_entry(uri, bucket, i, bad)
+    names_entry = rf"{uri}/manifest.json: files\[{i}\]: path {re.escape(repr(bad))}"
+    # the bad entry is in split 'test': reading 'train' fails too, before any shard is opened
+    for read in (lambda: load_prepared(uri, settings=bucket), lambda: read_split(uri, "train", settings=bucket),
+                 lambda: ShardStream(uri, "train", 64, settings=bucket)):
+        with pytest.raises(StorageError, match=names_entry):
+            read()
+
+
+def test_overwrite_on_s3_refuses_another_dataset_and_leaves_no_orphans(bucket):
+    from cmmd_dist.storage import s3_client
+
+    uri = f"s3://{BUCKET}/overwrite"
+    prepare("digits2v", None, uri, rows_per_file=300, settings=bucket)
+    with pytest.raises(StorageError, match=rf"{uri}: holds a different dataset \(seed 0 there, 2 now\); pass --overwrite"):
+        prepare("digits2v", None, uri, rows_per_file=300, seed=2, settings=bucket)
+    m = prepare("digits2v", None, uri, rows_per_file=2000, seed=2, overwrite=True, settings=bucket)
+    listed = s3_client(bucket).list_objects_v2(Bucket=BUCKET, Prefix="overwrite/")["Contents"]
+    keys = {o["Key"][len("overwrite/"):] for o in listed if not o["Key"].endswith("/")}  # SeaweedFS lists folders
+    assert keys == {f["path"] for f in m["files"]} | {"manifest.json"}
+    assert prepare("digits2v", None, uri, rows_per_file=2000, seed=2, settings=bucket)["seed"] == 2  # same: allowed

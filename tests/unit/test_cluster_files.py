@@ -1,6 +1,7 @@
 """The deployment files, checked without Docker, AWS or Kubernetes: the Dockerfile (pinned base, non-root,
 healthcheck, torch pin, COPY sources), the cluster-launcher YAML against Ray's own schema, the KubeRay
-manifests' required fields and token wiring, the shell scripts' syntax, and no secret in any of them.
+manifests' required fields, token wiring (authOptions) and version headers, the shell scripts' syntax,
+and no secret in any of them.
 
 Each checker returns a list of problems; every check is also run on a broken copy that it must reject.
 """
@@ -233,18 +234,65 @@ def kuberay_docs() -> dict[str, list[dict]]:
     return {p.name: [d for d in yaml.safe_load_all(p.read_text()) if d] for p in sorted((CLUSTER / "kuberay").glob("*.yaml"))}
 
 
-def token_from_secret(env: list[dict]) -> bool:
-    by_name = {e["name"]: e for e in env}
-    token = by_name.get("RAY_AUTH_TOKEN", {})
-    return by_name.get("RAY_AUTH_MODE", {}).get("value") == "token" and "secretKeyRef" in token.get("valueFrom", {})
+AUTH_ENV = {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"}
+# the oldest KubeRay whose CRD has each field we use (ray-operator/apis/ray/v1/*_types.go at the release tags):
+# a field an older CRD lacks is pruned silently, so the headers must name the newest of these
+FIELD_SINCE = {"authOptions": (1, 5, 1), "authOptions.secretName": (1, 6), "backoffLimit": (1, 2)}
 
 
-def check_cluster_spec(spec: dict) -> list[str]:
+def token_secret_created() -> str:
+    """The Secret raycluster.yaml's header tells the user to create, with its token under key auth_token."""
+    text = (CLUSTER / "kuberay" / "raycluster.yaml").read_text()
+    return re.search(r"create secret generic (\S+) --from-literal=auth_token=", text).group(1)
+
+
+def kuberay_version_claimed(text: str) -> tuple[int, ...] | None:
+    """The ``KubeRay >= X.Y`` a manifest's header comment states."""
+    header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    found = re.search(r"KubeRay >= (\d+(?:\.\d+)+)", header)
+    return tuple(int(x) for x in found.group(1).split(".")) if found else None
+
+
+def kuberay_version_needed(spec: dict, cluster: dict) -> tuple[int, ...]:
+    """The newest ``FIELD_SINCE`` among the fields a RayJob spec (or {}) and its cluster spec set."""
+    used = [k for k in ("backoffLimit",) if k in spec] + [k for k in ("authOptions",) if k in cluster]
+    used += ["authOptions.secretName"] if "secretName" in cluster.get("authOptions", {}) else []
+    return max([FIELD_SINCE[k] for k in used], default=(1, 0))
+
+
+def containers_of(spec: dict) -> list[tuple[str, dict]]:
+    """(where, container) for every container and init container of the head and worker groups."""
+    groups = [("head", spec.get("headGroupSpec", {}))] + [(g.get("groupName", "?"), g)
+                                                           for g in spec.get("workerGroupSpecs", [])]
+    return [(f"{name} {c.get('name', '?')}", c) for name, group in groups
+            for key in ("initContainers", "containers") for c in group.get("template", {}).get("spec", {}).get(key, [])]
+
+
+def sets_auth_env(container: dict) -> bool:
+    return any(e.get("name") in AUTH_ENV for e in container.get("env") or [])
+
+
+def check_token_auth(spec: dict, secret: str) -> list[str]:
+    """Token auth through ``authOptions`` (so that the operator's own dashboard client sends the token too),
+    with the user's Secret, and no hand-made RAY_AUTH_* env beside what the operator injects from it."""
     problems = []
+    auth = spec.get("authOptions") or {}
+    if auth.get("mode") != "token":
+        problems.append("authOptions.mode is not token: the operator's dashboard client would send no token")
+    if auth.get("secretName") != secret:
+        problems.append(f"authOptions.secretName is {auth.get('secretName')!r}, not the token Secret {secret!r}")
+    if sets_auth_env(spec.get("autoscalerOptions") or {}):
+        problems.append("autoscalerOptions.env sets RAY_AUTH_*: the operator injects it (a second copy)")
+    for where, container in containers_of(spec):
+        if sets_auth_env(container):
+            problems.append(f"{where}: sets RAY_AUTH_* itself: the operator injects it from authOptions")
+    return problems
+
+
+def check_cluster_spec(spec: dict, secret: str) -> list[str]:
+    problems = check_token_auth(spec, secret)
     if spec.get("enableInTreeAutoscaling") is not True:
         problems.append("enableInTreeAutoscaling is not true")
-    if not token_from_secret(spec.get("autoscalerOptions", {}).get("env", [])):
-        problems.append("the autoscaler sidecar gets no token from a Secret")
     head = spec.get("headGroupSpec", {})
     if "rayStartParams" not in head:
         problems.append("headGroupSpec has no rayStartParams")
@@ -255,8 +303,6 @@ def check_cluster_spec(spec: dict) -> list[str]:
         containers = group.get("template", {}).get("spec", {}).get("containers", [])
         if not containers or not all(c.get("image") for c in containers):
             problems.append(f"{name}: a container without image")
-        if not token_from_secret(containers[0].get("env", []) if containers else []):
-            problems.append(f"{name}: no RAY_AUTH_MODE=token / RAY_AUTH_TOKEN from a secretKeyRef")
         if name != "head":
             if not {"groupName", "minReplicas", "maxReplicas", "replicas", "rayStartParams"} <= set(group):
                 problems.append(f"{name}: groupName/minReplicas/maxReplicas/replicas/rayStartParams missing")
@@ -269,7 +315,10 @@ def test_kuberay_raycluster_has_the_required_fields():
     docs = kuberay_docs()["raycluster.yaml"]
     cluster = next(d for d in docs if d["kind"] == "RayCluster")
     assert cluster["apiVersion"] == "ray.io/v1"
-    assert check_cluster_spec(cluster["spec"]) == []
+    assert check_cluster_spec(cluster["spec"], token_secret_created()) == []
+    assert cluster["spec"]["authOptions"] == {"mode": "token", "secretName": "cmmd-ray-token"}
+    claimed = kuberay_version_claimed((CLUSTER / "kuberay" / "raycluster.yaml").read_text())
+    assert claimed is not None and claimed >= kuberay_version_needed({}, cluster["spec"]) == (1, 6)
     accounts = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
     head = cluster["spec"]["headGroupSpec"]["template"]["spec"]
     assert head["serviceAccountName"] in accounts  # S3 through the account's IAM role
@@ -284,8 +333,14 @@ def test_kuberay_rayjob_runs_the_flickr_sweep():
     assert spec["entrypoint"].startswith("python -m cmmd_dist.tune --dataset flickr")
     assert spec["shutdownAfterJobFinishes"] is True
     assert "env_vars" in yaml.safe_load(spec["runtimeEnvYAML"])
-    assert check_cluster_spec(spec["rayClusterSpec"]) == []
-    assert token_from_secret(spec["submitterPodTemplate"]["spec"]["containers"][0]["env"])
+    secret = token_secret_created()
+    assert check_cluster_spec(spec["rayClusterSpec"], secret) == []
+    assert spec["rayClusterSpec"]["authOptions"] == {"mode": "token", "secretName": "cmmd-ray-token"}
+    assert not sets_auth_env(spec["submitterPodTemplate"]["spec"]["containers"][0])  # the operator adds it
+    text = (CLUSTER / "kuberay" / "rayjob-flickr.yaml").read_text()
+    assert secret in "\n".join(line for line in text.splitlines() if line.startswith("#"))  # the header names it
+    claimed = kuberay_version_claimed(text)
+    assert claimed is not None and claimed >= kuberay_version_needed(spec, spec["rayClusterSpec"]) == (1, 6)
     assert Path(ROOT, "search_spaces", "flickr.yaml").exists()  # what --space points at inside the image
 
 
@@ -294,13 +349,26 @@ def test_kuberay_checks_reject_a_broken_copy():
     spec["enableInTreeAutoscaling"] = False
     del spec["workerGroupSpecs"][0]["maxReplicas"]
     spec["workerGroupSpecs"][1]["replicas"] = 99
-    spec["workerGroupSpecs"][1]["template"]["spec"]["containers"][0]["env"] = [{"name": "RAY_AUTH_MODE", "value": "token"},
-                                                                              {"name": "RAY_AUTH_TOKEN", "value": "abc"}]
+    gpu_worker = spec["workerGroupSpecs"][1]["template"]["spec"]["containers"][0]
+    gpu_worker["env"] = [{"name": "RAY_AUTH_MODE", "value": "token"}]
+    spec["autoscalerOptions"]["env"] = [{"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "x"}}}]
     del spec["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
-    problems = "\n".join(check_cluster_spec(spec))
+    spec["authOptions"] = {"mode": "token", "secretName": "other-token"}
+    problems = "\n".join(check_cluster_spec(spec, "cmmd-ray-token"))
     for expected in ("enableInTreeAutoscaling", "cpu: groupName/minReplicas", "gpu: replicas outside",
-                     "gpu: no RAY_AUTH_MODE", "head: a container without image"):
+                     "gpu ray-worker: sets RAY_AUTH_", "autoscalerOptions.env sets", "head: a container without image",
+                     "not the token Secret 'cmmd-ray-token'"):
         assert expected in problems
+    del spec["authOptions"]  # token only through env: KubeRay's own dashboard client sends none
+    assert "authOptions.mode is not token" in "\n".join(check_cluster_spec(spec, "cmmd-ray-token"))
+
+
+def test_kuberay_version_headers_cover_the_fields_used():
+    assert kuberay_version_claimed("# a RayJob (KubeRay >= 1.1, Ray 2.60 image)\napiVersion: ray.io/v1") == (1, 1)
+    assert kuberay_version_claimed("apiVersion: ray.io/v1\n") is None
+    assert kuberay_version_needed({"backoffLimit": 0}, {}) == (1, 2)  # above the 1.1 the RayJob header once claimed
+    assert kuberay_version_needed({}, {"authOptions": {"mode": "token"}}) == (1, 5, 1)
+    assert kuberay_version_needed({"backoffLimit": 0}, {"authOptions": {"mode": "token", "secretName": "s"}}) == (1, 6)
 
 
 # ---------------------------------------------------------------- secrets and scripts
@@ -309,8 +377,10 @@ SECRET_LITERALS = [
     (re.compile(r"AKIA[0-9A-Z]{16}"), "AWS access key id"),
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "private key"),
     (re.compile(r"aws_secret_access_key\s*[:=]\s*['\"]?[A-Za-z0-9/+]{30,}", re.I), "AWS secret key"),
-    # a key naming a password/secret/token, then a value that is not a variable, placeholder, path or format
-    (re.compile(r"[\w.-]*(password|passwd|secret|token)[\w.-]*\s*[:=]\s*['\"]?(?![$<~/%{}-]|\.\.\.)[^\s'\"]{4,}", re.I),
+    # a key naming a password/secret/token (not the *name* of one: secretName), then a value that is not a
+    # variable, placeholder, path or format
+    (re.compile(r"[\w.-]*(password|passwd|secret|token)(?![\w.-]*name\s*[:=])[\w.-]*\s*[:=]\s*['\"]?"
+                r"(?![$<~/%{}-]|\.\.\.)[^\s'\"]{4,}", re.I),
      "literal password/secret/token"),
     (re.compile(r"://[^\s/:@$<]+:(?!\$)[^\s/@$<]+@"), "credentials in a URL"),
 ]
@@ -363,7 +433,8 @@ MLFLOW_TRACKING_PASSWORD=abcd1234
 """
     assert len(secret_literals(planted)) == 4
     fine = 'password: ${MLFLOW_PASSWORD}\nMLFLOW_BACKEND_STORE_URI=postgresql://mlflow:${PGPASSWORD}@db/mlflow\ntoken: <TOKEN>\n'
-    assert secret_literals(fine) == []
+    assert secret_literals(fine + "authOptions: {mode: token, secretName: cmmd-ray-token}\n") == []
+    assert len(secret_literals("auth: {secretName: cmmd-ray-token, token: hunter22}\n")) == 1
     doc = {"env": [{"name": "RAY_AUTH_TOKEN", "value": "abc"}, {"name": "RAY_AUTH_MODE", "value": "token"},
                    {"name": "MLFLOW_TRACKING_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}
     assert env_literals(doc) == ["env RAY_AUTH_TOKEN has a literal value"]

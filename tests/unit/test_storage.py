@@ -68,3 +68,31 @@ def test_manifest_roundtrip_version_check_and_yaml(tmp_path):
     (tmp_path / "manifest.yaml").write_text("files: []\n")
     with pytest.raises(StorageError, match="'format_version' is missing"):
         read_manifest(root)
+
+
+ESCAPES = ["../x", "a/../../x", "..", "/etc/passwd", "//host/x", "~/x", "s3://other/x", "file:///etc/passwd",
+           "file:x", "C:x", "..\\x", "a\\b", "", ".", "a\nb", "a\x00b"]
+
+
+@pytest.mark.parametrize("base", ["/data/ds", "rel/ds", "s3://bucket/ds", "s3://bucket"])
+@pytest.mark.parametrize("part", ESCAPES)
+def test_join_uri_cannot_leave_its_base(base, part):
+    reasons = "climbs out|is absolute|has a URI scheme|has a backslash|is empty|has control"
+    with pytest.raises(StorageError, match=rf"^{base}: path .* ({reasons})"):
+        join_uri(base, part)
+    with pytest.raises(StorageError):
+        join_uri(base, "train", part)
+
+
+def test_join_uri_keeps_an_s3_base_on_s3_and_normalises():
+    assert join_uri("s3://b/p", "./train//x.parquet") == "s3://b/p/train/x.parquet"
+    assert join_uri("s3://b", "x") == "s3://b/x"
+    assert join_uri("/", "x") == "/x" and join_uri("rel/", "x") == "rel/x"
+    with pytest.raises(StorageError, match="needs a bucket"):
+        join_uri("s3://", "x")
+
+
+@pytest.mark.parametrize("uri", ["file:///etc/passwd", "gs://bucket/x", "http://host/x", "C:/x"])
+def test_resolve_refuses_other_schemes_instead_of_a_local_folder_of_that_name(uri):
+    with pytest.raises(StorageError, match="unsupported location"):
+        resolve(uri)

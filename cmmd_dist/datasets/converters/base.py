@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cmmd_dist.datasets.spec import DatasetBundle
+from cmmd_dist.errors import UserError
 
-__all__ = ["Converted", "Converter", "hash_inputs"]
+__all__ = ["Converted", "Converter", "hash_inputs", "given_source"]
 
 
 @dataclass
@@ -22,6 +23,22 @@ class Converted:
 
 
 Converter = Callable[[str | Path | None, int, int | None], Converted]
+
+
+def given_source(source: str | Path | None, dataset: str) -> Path | None:
+    """``source`` as a Path when one is given, None when none is (only then may a converter use its default).
+
+    A given source must exist: a typo is an error naming it, never a quiet fall-back to a default."""
+    if source is None:
+        return None
+    text = str(source)
+    path = Path(text)
+    if not text or not path.exists():
+        hint = ""
+        if "://" in text:
+            hint = " (converters read local files; a prepared dataset's URI goes in --data / data.prepared)"
+        raise UserError(f"{dataset}: source {text!r} does not exist{hint}")
+    return path
 
 
 def hash_inputs(inputs: Sequence[Path], note: str = "") -> str:

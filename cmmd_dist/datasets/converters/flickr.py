@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmmd_dist.datasets.converters.base import Converted
+from cmmd_dist.datasets.converters.base import Converted, given_source
 from cmmd_dist.datasets.spec import DatasetBundle, DatasetSpec, ModalitySpec, Split
 from cmmd_dist.storage import StorageError
 
@@ -46,7 +46,7 @@ def load_array(path: Path) -> np.ndarray:
             raise StorageError(f"{path}: folder holds no .npy shards")
         return np.concatenate([load_array(p) for p in shards])
     if not path.exists():
-        raise FileNotFoundError(f"{path}: Flickr file is missing")
+        raise StorageError(f"{path}: Flickr file is missing")
     try:
         if path.suffix == ".npy":
             return np.load(path, allow_pickle=False)
@@ -74,7 +74,7 @@ def _first(*paths: Path) -> Path:
 def convert_flickr(source: str | Path | None = None, seed: int = 0, limit: int | None = None) -> Converted:
     if source is None:
         raise StorageError("flickr: --source must be a folder in the layout of cmmd_dist.datasets.converters.flickr")
-    root = Path(source)
+    root = given_source(source, "flickr")
     img_path = _first(root / "image" / "labelled.npy", root / "image" / "labelled")
     txt_path = _first(root / "text" / "text_all_2000_labelled.npz", root / "text" / "labelled.npy")
     lab_path = root / "labels.npy"

@@ -1,7 +1,7 @@
 """mnist-svhn and mnist3 from MNIST plus SVHN's ``train_32x32.mat`` / ``test_32x32.mat``.
 
 Source: a folder holding the two SVHN files and MNIST (``mnist.pkl.gz`` or the IDX files, directly
-or under ``mnist/``; if absent, the default MNIST path). SVHN ``X`` is (32, 32, 3, N) uint8 and ``y``
+or under ``mnist/``; if absent, ``$CMMD_MNIST_PATH`` when set, else an error: never a silent default). SVHN ``X`` is (32, 32, 3, N) uint8 and ``y``
 (N, 1) with 10 meaning digit 0; we store (3, 32, 32) float32 in [0, 1]. A seeded 10% of each class of SVHN
 train is SVHN's val pool. Every MNIST row is paired with a random SVHN row of the same class from the pool of
 the same split (Shi et al. 2019). mnist3 adds ``mnist_rot``: ANOTHER same-class MNIST digit rotated
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cmmd_dist.datasets.converters.base import Converted
-from cmmd_dist.datasets.converters.mnist import read_mnist_limited
+from cmmd_dist.datasets.converters.mnist import find_mnist_beside, read_mnist_limited
 from cmmd_dist.datasets.spec import DatasetBundle, DatasetSpec, ModalitySpec, Split
 from cmmd_dist.datasets.two_view import pair_by_class, rotate_images
 from cmmd_dist.storage import StorageError
@@ -44,7 +44,7 @@ def read_svhn_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
     from scipy.io import loadmat
 
     if not path.exists():
-        raise FileNotFoundError(f"{path}: SVHN file is missing")
+        raise StorageError(f"{path}: SVHN file is missing")
     try:
         mat = loadmat(path)
     except Exception as err:  # scipy raises several types for a damaged file
@@ -97,12 +97,12 @@ def pair_across(labels: np.ndarray, pool_labels: np.ndarray, rng: np.random.Gene
     return out
 
 
-def paired_mnist_svhn(source: str | Path | None, seed: int, limit: int | None):
+def paired_mnist_svhn(source: str | Path | None, seed: int, limit: int | None, dataset: str = "mnist-svhn"):
     """{split: (mnist images, svhn images paired by class, labels)}, the files read, and the rng."""
     if source is None:
-        raise StorageError("mnist-svhn: --source must be a folder holding train_32x32.mat and test_32x32.mat")
+        raise StorageError(f"{dataset}: --source must be a folder holding train_32x32.mat and test_32x32.mat")
     rng = np.random.default_rng(seed)
-    mnist, mnist_files = read_mnist_limited(source, limit)
+    mnist, mnist_files = read_mnist_limited(find_mnist_beside(source, dataset), limit)
     pools, svhn_files = read_svhn(source, seed)
     out = {}
     for name in ("train", "val", "test"):
@@ -119,7 +119,7 @@ def convert_mnist_svhn(source: str | Path | None = None, seed: int = 0, limit: i
 
 
 def convert_mnist3(source: str | Path | None = None, seed: int = 0, limit: int | None = None) -> Converted:
-    parts, inputs, rng = paired_mnist_svhn(source, seed, limit)
+    parts, inputs, rng = paired_mnist_svhn(source, seed, limit, "mnist3")
     splits = {}
     for k, (x, s, y) in parts.items():
         rot = rotate_images(x[pair_by_class(y, rng)], rng)

@@ -52,6 +52,6 @@ def decode_text(one_hot: np.ndarray) -> str:
 
 
 def convert_mst(source: str | Path | None = None, seed: int = 0, limit: int | None = None) -> Converted:
-    parts, inputs, rng = paired_mnist_svhn(source, seed, limit)
+    parts, inputs, rng = paired_mnist_svhn(source, seed, limit, "mst")
     splits = {k: Split(arrays={"mnist": x, "svhn": s, "text": text_one_hot(y, rng)}, labels=y) for k, (x, s, y) in parts.items()}
     return Converted(bundle=DatasetBundle(spec=MST_SPEC, **splits), inputs=inputs)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmmd_dist.datasets.converters.base import Converted
+from cmmd_dist.datasets.converters.base import Converted, given_source
 from cmmd_dist.datasets.spec import DatasetBundle, DatasetSpec, ModalitySpec, Split
 from cmmd_dist.storage import StorageError
 
@@ -41,7 +41,7 @@ def read_mat(path: Path) -> dict:
     from scipy.io import loadmat
 
     if not path.exists():
-        raise FileNotFoundError(f"{path}: XRMB file is missing")
+        raise StorageError(f"{path}: XRMB file is missing")
     try:
         return loadmat(path)
     except NotImplementedError as err:
@@ -67,7 +67,8 @@ def convert_xrmb(source: str | Path | None = None, seed: int = 0, limit: int | N
     """Source: a folder holding XRMB1.mat and XRMB2.mat. No randomness: ``seed`` is unused."""
     if source is None:
         raise StorageError("xrmb: --source must be a folder holding XRMB1.mat and XRMB2.mat")
-    p1, p2 = Path(source) / "XRMB1.mat", Path(source) / "XRMB2.mat"
+    folder = given_source(source, "xrmb")
+    p1, p2 = folder / "XRMB1.mat", folder / "XRMB2.mat"
     m1, m2 = read_mat(p1), read_mat(p2)
     splits = {}
     for name, (k1, k2, kl, kid) in XRMB_KEYS.items():

@@ -62,7 +62,11 @@ def test_mnist2v_from_idx_files(tmp_path):
     assert b.train.arrays["view1"].shape == (60, 28, 28) and len(out.inputs) == 4
     assert set(np.unique(b.test.labels)) <= set(range(10))
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x0c" + b"\x01" * 5))
-    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte.gz: truncated IDX file"):
+    with pytest.raises(StorageError, match=r"t10k-labels-idx1-ubyte.gz: truncated IDX file"):
+        CONVERTERS["mnist2v"](tmp_path, 0, None)
+    cut = (tmp_path / "train-images-idx3-ubyte.gz").read_bytes()
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(cut[: len(cut) // 2])  # a cut-short download
+    with pytest.raises(StorageError, match=r"train-images-idx3-ubyte.gz: not a readable IDX file \(truncated\?\)"):
         CONVERTERS["mnist2v"](tmp_path, 0, None)
 
 

@@ -1,7 +1,14 @@
 """prepare + shards: byte-identical output, exact read-back, and a clear error for each bad input."""
 
-import argparse
+import gzip
 import json
+import os
+import pickle
+import re
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +18,10 @@ import pytest
 
 import cmmd_dist.datasets.shards as shards
 from cmmd_dist.datasets.loaders import load_digits2v
-from cmmd_dist.datasets.prepare import add_data_subcommand, prepare
+from cmmd_dist.cli import main
+from cmmd_dist.datasets.prepare import prepare
 from cmmd_dist.datasets.shards import load_prepared, read_split, write_bundle
+from cmmd_dist.errors import UserError
 from cmmd_dist.storage import StorageError
 
 
@@ -155,11 +164,139 @@ def test_interrupted_prepare_leaves_no_manifest_and_rerun_completes(tmp_path, mo
 
 
 def test_data_prepare_subcommand(tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    add_data_subcommand(parser.add_subparsers(dest="command"))
-    ns = parser.parse_args(["data", "prepare", "--dataset", "digits2v", "--out", str(tmp_path), "--rows-per-file", "2000"])
-    assert ns.func(ns) == 0
+    assert main(["data", "prepare", "--dataset", "digits2v", "--out", str(tmp_path), "--rows-per-file", "2000"]) == 0
     assert json.loads(capsys.readouterr().out)["files"] == 3
-    ns = parser.parse_args(["data", "prepare", "--dataset", "xrmb", "--source", str(tmp_path / "none"), "--out", str(tmp_path / "x")])
-    assert ns.func(ns) == 2
-    assert "XRMB1.mat: XRMB file is missing" in capsys.readouterr().out
+    assert main(["data", "prepare", "--dataset", "xrmb", "--source", str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err == f"cmmd-dist: error: xrmb: source '{tmp_path / 'none'}' does not exist\n"
+
+
+def write_truncated_mnist(tmp_path) -> Path:
+    path = tmp_path / "mnist.pkl.gz"
+    with gzip.open(path, "wb") as f:
+        pickle.dump(tuple((np.zeros((n, 784), np.float32), np.zeros(n, np.int64)) for n in (30, 10, 10)), f)
+    path.write_bytes(path.read_bytes()[:-200])
+    return path
+
+
+@pytest.mark.parametrize("case", ["rows-per-file", "limit", "truncated-pickle", "pickle-with-code", "bad-name",
+                                  "unknown-dataset-api"])
+def test_user_errors_are_one_line_naming_the_culprit(tmp_path, capsys, case):
+    out = str(tmp_path / "out")
+    if case == "rows-per-file":
+        argv, expected = ["--dataset", "digits2v", "--rows-per-file", "0"], "--rows-per-file must be >= 1, got 0"
+    elif case == "limit":
+        argv, expected = ["--dataset", "digits2v", "--limit", "0"], "--limit must be >= 1, got 0"
+    elif case == "truncated-pickle":
+        path = write_truncated_mnist(tmp_path)
+        argv, expected = ["--dataset", "mnist2v", "--source", str(path)], f"{path}: not a readable mnist.pkl.gz"
+    elif case == "pickle-with-code":  # a pickle runs code when loaded: only numpy arrays are accepted
+        path = tmp_path / "mnist.pkl.gz"
+        with gzip.open(path, "wb") as f:
+            pickle.dump(((os.getcwd, ()), (os.getcwd, ()), (os.getcwd, ())), f)
+        argv = ["--dataset", "mnist2v", "--source", str(path)]
+        expected = f"{path}: not a readable mnist.pkl.gz .*refusing to load posix.getcwd"
+    elif case == "bad-name":
+        argv, expected = ["--dataset", "digits2v", "--name", "../x"], "--name '../x': a dataset name is letters"
+    else:
+        with pytest.raises(UserError, match="--dataset 'nope': unknown"):
+            prepare("nope", None, out)
+        return
+    assert main(["data", "prepare", *argv, "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and re.match(rf"cmmd-dist: error: {expected}", err), err
+    assert not Path(out, "manifest.json").exists()
+
+
+def test_python_m_prepare_reports_one_line_and_exit_2(tmp_path):
+    path = write_truncated_mnist(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "cmmd_dist.datasets.prepare", "data", "prepare", "--dataset", "mnist2v",
+                           "--source", str(path), "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    assert proc.returncode == 2 and proc.stderr.startswith(f"cmmd-dist: error: {path}: not a readable mnist.pkl.gz"), proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
+
+
+def test_unreachable_s3_endpoint_is_one_line_in_seconds(tmp_path, capsys, monkeypatch):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k, v in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b",
+                 "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    t0 = time.time()
+    assert main(["data", "prepare", "--dataset", "digits2v", "--out", "s3://bucket/ds"]) == 2
+    err = capsys.readouterr().err
+    assert time.time() - t0 < 20
+    assert len(err.splitlines()) == 1 and f"cannot reach the S3 endpoint http://127.0.0.1:{port}" in err, err
+
+
+def parquet_files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*.parquet")}
+
+
+def test_a_different_dataset_in_out_is_refused_unless_overwrite(tmp_path):
+    out = tmp_path / "ds"
+    prepare("digits2v", None, str(out), rows_per_file=300)
+    before = (out / "manifest.json").read_bytes()
+    for kwargs, diff in (({"seed": 1}, "seed 0 there, 1 now"), ({"limit": 50}, "limit None there, 50 now"),
+                         ({"name": "other"}, "name 'digits2v' there, 'other' now")):
+        with pytest.raises(StorageError, match=rf"{out}: holds a different dataset \({diff}\); pass --overwrite"):
+            prepare("digits2v", None, str(out), rows_per_file=300, **kwargs)
+        assert (out / "manifest.json").read_bytes() == before
+    m = prepare("digits2v", None, str(out), rows_per_file=2000, seed=1, overwrite=True)
+    assert m["seed"] == 1 and parquet_files(out) == {f["path"] for f in m["files"]}  # no orphan of the 300-row files
+
+
+def test_a_different_source_hash_is_refused(tmp_path):
+    out = tmp_path / "ds"
+    prepare("digits2v", None, str(out), rows_per_file=2000)
+    m = json.loads((out / "manifest.json").read_text())
+    m["source_sha256"] = "0" * 64
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(StorageError, match="holds a different dataset \\(source_sha256 '0000"):
+        prepare("digits2v", None, str(out), rows_per_file=2000)
+
+
+def test_rerunning_the_same_prepare_is_allowed_and_leaves_no_orphans(tmp_path):
+    out = tmp_path / "ds"
+    prepare("digits2v", None, str(out), rows_per_file=300)
+    m = prepare("digits2v", None, str(out), rows_per_file=2000)
+    assert parquet_files(out) == {f["path"] for f in m["files"]} == {"train/part-00000.parquet", "val/part-00000.parquet",
+                                                                      "test/part-00000.parquet"}
+
+
+def test_an_unreadable_manifest_is_replaced_only_with_overwrite(tmp_path):
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "manifest.json").write_text("{not json")
+    with pytest.raises(StorageError, match=rf"{out}: holds a manifest that cannot be read .* pass --overwrite"):
+        prepare("digits2v", None, str(out))
+    assert prepare("digits2v", None, str(out), overwrite=True)["rows"]["train"] == 1197
+
+
+def test_an_interrupted_overwrite_leaves_no_manifest(tmp_path, monkeypatch):
+    out = tmp_path / "ds"
+    prepare("digits2v", None, str(out), rows_per_file=300)
+    real, calls = shards.write_bytes, []
+
+    def dying(uri, data, settings=None):
+        calls.append(uri)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed mid-overwrite")
+        real(uri, data, settings)
+
+    monkeypatch.setattr(shards, "write_bytes", dying)
+    with pytest.raises(KeyboardInterrupt):
+        prepare("digits2v", None, str(out), rows_per_file=2000, seed=3, overwrite=True)
+    monkeypatch.undo()
+    assert not (out / "manifest.json").exists() and parquet_files(out) == {"train/part-00000.parquet"}
+    prepare("digits2v", None, str(out), rows_per_file=2000, seed=3)  # no manifest: a re-run completes it
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 3
+
+
+def test_name_writes_another_dataset_through_the_same_converter(tmp_path):
+    m = prepare("digits2v", None, str(tmp_path / "ds"), rows_per_file=2000, name="fashion-digits")
+    assert m["spec"]["name"] == "fashion-digits"
+    bundle = load_prepared(str(tmp_path / "ds"))
+    assert bundle.spec.name == "fashion-digits" and bundle.spec.modalities == load_digits2v().spec.modalities

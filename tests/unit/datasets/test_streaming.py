@@ -9,6 +9,7 @@ from cmmd_dist.config import DataConfig
 from cmmd_dist.datasets.prepare import prepare
 from cmmd_dist.datasets.registry import get_spec, load_bundle
 from cmmd_dist.datasets.streaming import ShardStream
+from cmmd_dist.errors import UserError
 from cmmd_dist.storage import StorageError
 
 
@@ -102,8 +103,8 @@ files:
     assert sum(len(b["label"]) for b in ShardStream(str(tmp_path), "train", 16, world_size=2, rank=1)) == 20
 
 
-def test_registry_prefers_a_prepared_source_and_checks_its_name(root):
-    b = load_bundle(DataConfig(dataset="digits2v", source=root, limit=50))
+def test_registry_loads_a_prepared_dataset_and_checks_its_name(root):
+    b = load_bundle(DataConfig(dataset="digits2v", prepared=root, limit=50))
     assert len(b.train) == len(b.test) == 50
-    with pytest.raises(ValueError, match="holds dataset 'digits2v', but data.dataset is 'mnist2v'"):
-        load_bundle(DataConfig(dataset="mnist2v", source=root))
+    with pytest.raises(UserError, match="holds dataset 'digits2v', but data.dataset is 'mnist2v'"):
+        load_bundle(DataConfig(dataset="mnist2v", prepared=root))
