@@ -144,7 +144,7 @@ def main(config: dict) -> dict | None:
         failure = one_line(err)
     failure = _first_failure(failure, world)
     if failure is not None:
-        raise UserError(failure)
+        return {USER_ERROR_KEY: failure}
     seed_everything(run.train.seed)  # the same initial weights on every rank
     core = CMMD(model_config(run, bundle.spec)).to(device)
     optimizer = torch.optim.Adam(core.parameters(), lr=run.train.lr)
@@ -162,7 +162,7 @@ def main(config: dict) -> dict | None:
             failure = one_line(err)
         failure = _first_failure(failure, world)
         if failure is not None:
-            raise UserError(failure)
+            return {USER_ERROR_KEY: failure}
         if not resume.rng_restored:
             gen = seed_everything(run.train.seed + 7919 * rank + 104729 * resume.epoch)
     model = ray.train.torch.prepare_model(core, move_to_device=False)
@@ -281,7 +281,7 @@ def check_resources(run: RunConfig) -> None:
         started_here = bool(ray._private.worker._global_node.head)  # no public API says who started Ray
     except AttributeError:
         started_here = False
-    if True:
+    if not started_here:
         return
     d = run.distributed
     have = ray.cluster_resources()
@@ -290,9 +290,10 @@ def check_resources(run: RunConfig) -> None:
         got = int(have.get(kind, 0))
         if got < n:
             per = d.cpus_per_worker if kind == "CPU" else 1
+            fits = f"use --workers {got // per} or less" if got >= per else (
+                "drop --use-gpu" if kind == "GPU" else f"lower distributed.cpus_per_worker ({per})")
             raise UserError(f"--workers {d.workers} needs {n} {kind}s ({per} per worker), but this machine's Ray has "
-                            f"{got}: use --workers {max(got // per, 1) if got >= per else 'N'} or less"
-                            + (", or run on a cluster with GPUs" if kind == "GPU" else ", or a larger cluster (RAY_ADDRESS)"))
+                            f"{got}: {fits}, or connect to a larger cluster (RAY_ADDRESS)")
 
 
 def resume_settings(run_dir: str, overrides: dict) -> tuple[str, dict]:

@@ -297,13 +297,14 @@ def test_no_model_version_and_no_running_run_was_left(results):
 TINY = {"zdim": 4, "encoder_hidden": [16], "prior_hidden": [16], "decoder_hidden": [16], "classifier_hidden": [8]}
 
 
-def ray_run(tmp_path: Path, data: dict, workers: int = 2):
+def ray_run(tmp_path: Path, data: dict, workers: int = 2, **distributed):
     from cmmd_dist.config import load_run_config
 
     return load_run_config(None, {
         "data": data, "model": TINY,
         "train": {"epochs": 1, "batch_size": 32, "progress": False, "baseline": False},
-        "distributed": {"workers": workers, "max_failures": 2, "storage": str(tmp_path / "ray"), "name": "bad"},
+        "distributed": {"workers": workers, "max_failures": 2, "storage": str(tmp_path / "ray"), "name": "bad",
+                        **distributed},
         "output_dir": str(tmp_path / "runs"),
     })
 
@@ -334,3 +335,7 @@ def test_more_workers_than_cpus_fails_before_the_trainer_starts(ray_session, tmp
         run_distributed(ray_run(tmp_path, {"dataset": "digits2v", "limit": 64}, workers=cpus + 1))
     assert time.monotonic() - t0 < 30  # Ray Train would wait 60 s for the resources, then retry forever
     assert not (tmp_path / "ray").exists()
+    if not ray_session.cluster_resources().get("GPU"):
+        with pytest.raises(UserError, match=r"--workers 1 needs 1 GPUs \(1 per worker\), but this machine's Ray has 0: "
+                                            r"drop --use-gpu"):
+            run_distributed(ray_run(tmp_path, {"dataset": "digits2v", "limit": 64}, workers=1, use_gpu=True))
