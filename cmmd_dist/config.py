@@ -152,6 +152,7 @@ class SweepConfig(_Strict):
     time_budget_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds")
     workers_per_trial: int | None = Field(None, ge=1, description="Ray Train workers per trial; None: the space's")
     use_gpu: bool = Field(False, description="one GPU per worker")
+    bf16: bool = Field(False, description="bf16 autocast in every trial and the retrain (the MMD kernel stays fp32)")
     data: str | None = Field(None, description="prepared dataset URI (local folder or s3://...)")
     storage: str | None = Field(None, description="sweep storage: local folder or s3://bucket/prefix; None: <output_dir>/sweeps")
     searcher: Literal["optuna", "grid"] | None = Field(None, description="TPE (optuna) or the lambda grid; None: the space's")

@@ -1,12 +1,31 @@
-"""Cross-validation folds over a dataset's development rows (train + val); the test split is never used."""
+"""Cross-validation folds over a dataset's development rows (train + val); the test split is never used.
+
+Rows are named by a stable id, ``row_ids``: the split's code times 10^12 plus the row's index within
+its split (the ``row`` column of the prepared shards), e.g. 2000000000017 = val row 17. Ids do not
+depend on the other splits' sizes, the fold count or the number of workers.
+"""
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 
 from cmmd_dist.datasets.spec import DatasetBundle, Split
 
-__all__ = ["development_split", "assign_folds", "fold_parts"]
+__all__ = ["development_split", "development_ids", "row_ids", "assign_folds", "fold_positions", "fold_parts",
+           "SPLIT_CODES"]
+
+SPLIT_CODES = {"train": 1, "val": 2, "test": 3, "unlabeled": 4}
+_ROWS_PER_SPLIT = 10**12
+
+
+def row_ids(split_name: str, n: int) -> np.ndarray:
+    """Stable ids of a split's ``n`` rows (int64); a split not in SPLIT_CODES gets a code from its name."""
+    code = SPLIT_CODES.get(split_name)
+    if code is None:  # another extra split: above the named ones, the same on every worker
+        code = 16 + zlib.crc32(split_name.encode()) % 9_000_000
+    return code * _ROWS_PER_SPLIT + np.arange(n, dtype=np.int64)
 
 
 def development_split(bundle: DatasetBundle) -> Split:
@@ -20,6 +39,11 @@ def development_split(bundle: DatasetBundle) -> Split:
         labels=np.concatenate([tr.labels, va.labels]),
         groups=groups,
     )
+
+
+def development_ids(bundle: DatasetBundle) -> np.ndarray:
+    """Stable ids of ``development_split(bundle)``'s rows, in its order (train rows, then val rows)."""
+    return np.concatenate([row_ids("train", len(bundle.train)), row_ids("val", len(bundle.val))])
 
 
 def assign_folds(split: Split, k: int, strategy: str, seed: int = 0) -> np.ndarray:
@@ -47,6 +71,12 @@ def assign_folds(split: Split, k: int, strategy: str, seed: int = 0) -> np.ndarr
     return fold
 
 
+def fold_positions(fold_ids: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit positions, validation positions) of one fold: disjoint, together every development row."""
+    return np.flatnonzero(fold_ids != fold), np.flatnonzero(fold_ids == fold)
+
+
 def fold_parts(split: Split, fold_ids: np.ndarray, fold: int) -> tuple[Split, Split]:
     """(fit rows, validation rows) of one fold."""
-    return split.take(np.flatnonzero(fold_ids != fold)), split.take(np.flatnonzero(fold_ids == fold))
+    fit, val = fold_positions(fold_ids, fold)
+    return split.take(fit), split.take(val)

@@ -41,7 +41,13 @@ def tune_param_space(space: SearchSpace, searcher: str) -> dict[str, Any]:
 
 
 class PruneAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna PRUNED for trials that did not finish by themselves."""
+    """OptunaSearch that tells Optuna PRUNED for trials that did not finish by themselves, and only the
+    supervised stage's figures (a pretraining epoch's CV metric is NaN: no classifier has been trained)."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if result.get("stage", "supervised") != "supervised":
+            return
+        super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if error or not result or result.get(COMPLETED_KEY, 0) or trial_id in self._completed_trials:
@@ -69,14 +75,17 @@ def make_searcher(settings: SweepConfig, space: SearchSpace, max_concurrent: int
 
 
 def make_scheduler(settings: SweepConfig, space: SearchSpace, epochs: int, verdicts_name: str):
-    """ASHA over epochs (training_iteration), enforced cooperatively; or FIFO when pruning is off.
+    """ASHA over supervised epochs, enforced cooperatively; or FIFO when pruning is off.
+
+    The clock is ``supervised_epoch``: pretraining reports (Flickr's first stage) do not carry it, so ASHA
+    neither counts nor judges them, and ``max_t`` is the supervised stage's length.
 
     The rungs come from the space (its preset) unless the sweep settings name them."""
     if not settings.asha:
         return FIFOScheduler()
     grace = settings.grace_period or space.asha.grace_period
     rf = settings.reduction_factor or space.asha.reduction_factor
-    return CooperativeASHA(verdicts_name, time_attr="training_iteration", max_t=epochs,
+    return CooperativeASHA(verdicts_name, time_attr="supervised_epoch", max_t=epochs,
                            grace_period=min(grace, epochs), reduction_factor=rf)
 
 

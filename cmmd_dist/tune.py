@@ -38,6 +38,8 @@ def sweep_base(settings: SweepConfig, space: SearchSpace, dataset: str | None = 
     if settings.scenario:
         data["scenario"] = settings.scenario
     base.setdefault("train", {}).update(seed=settings.seed, progress=False, baseline=False)
+    if settings.bf16:
+        base.setdefault("distributed", {})["bf16"] = True
     RunConfig.model_validate(base)  # fail before any trial starts
     return base
 
@@ -332,7 +334,7 @@ def _search_and_register(plan: SweepPlan, recorder, log) -> dict:
         raise SweepFailed(f"no trial of sweep {exp_path} finished its cross-validation "
                           f"({summary['trials_failed']} failed, {len(rows)} reported): nothing registered")
     if settings.retrain:
-        summary.update(_retrain_best(settings, base, best, log))
+        summary.update(_retrain_best(plan, best, log, workers))
         summary["model_uri"] = finish_sweep(recorder, summary, summary.pop("_retrain"), summary.pop("_bundle"),
                                             summary["best_run_config"])
     else:
@@ -365,17 +367,25 @@ def champion_row(rows: list[dict]) -> dict | None:
     return done[0] if done else None
 
 
-def _retrain_best(settings: SweepConfig, base: dict, best: dict, log) -> dict:
+def _retrain_best(plan: SweepPlan, best: dict, log, workers: int) -> dict:
+    """The champion retrained on Ray Train with the trials' workers and GPU setting: its pretraining, then the
+    supervised epochs CV chose, on train+val; tested once. Checkpointed under ``<storage>/<sweep>-train/
+    retrain-<trial>``: a sweep resumed after its driver died during the retrain continues it there."""
     from cmmd_dist.datasets.registry import load_bundle
-    from cmmd_dist.train.single import retrain_and_test
+    from cmmd_dist.train.distributed import retrain_distributed
 
-    run = RunConfig.model_validate(apply_params(base, best["params"]))
-    bundle = load_bundle(run.data)
+    run = RunConfig.model_validate(apply_params(plan.base, best["params"]))
     epochs = max(1, int(best["best_epoch"] or run.train.epochs))
-    log(f"retraining trial {best['trial_id']} on train+val for {epochs} epochs")
-    res = retrain_and_test(run, bundle, epochs)
+    dist = {"workers": workers, "use_gpu": plan.settings.use_gpu, "name": f"retrain-{best['trial_id']}-e{epochs}",
+            "storage": f"{plan.storage.rstrip('/')}/{plan.name}-train"}
+    run = run.model_copy(update={"distributed": run.distributed.model_copy(update=dist)})
+    log(f"retraining trial {best['trial_id']} on train+val: {run.train.pretrain_epochs} pretraining + {epochs} "
+        f"supervised epochs on {workers} Ray Train workers{' (GPU)' if plan.settings.use_gpu else ''}")
+    res = retrain_distributed(run, epochs, log=log)
     return {"best": best, "best_run_config": run.model_dump(mode="json"), "retrain_epochs": epochs,
-            "test": res["test"], "_retrain": res, "_bundle": bundle}
+            "retrain_pretrain_epochs": run.train.pretrain_epochs, "retrain_workers": res["workers"],
+            "retrain_device": res["device"], "retrain_checkpoint": res["checkpoint"],
+            "test": res["test"], "_retrain": res, "_bundle": load_bundle(run.data)}
 
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -388,7 +398,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--num-trials", type=int)
     p.add_argument("--time-budget-s", type=float)
     p.add_argument("--workers-per-trial", type=int)
-    p.add_argument("--use-gpu", action="store_true")
+    p.add_argument("--use-gpu", action="store_true", help="one GPU per worker, nccl")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (the MMD stays fp32)")
     p.add_argument("--data", help="prepared dataset URI")
     p.add_argument("--storage", help="sweep storage (local folder or s3://...)")
     p.add_argument("--searcher", choices=["optuna", "grid"])
@@ -410,7 +421,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
 def settings_from_args(a: argparse.Namespace) -> SweepConfig:
     return SweepConfig(
         dataset=a.dataset, space=a.space, scenario=a.scenario, preset=a.preset, num_trials=a.num_trials,
-        time_budget_s=a.time_budget_s, workers_per_trial=a.workers_per_trial, use_gpu=a.use_gpu, data=a.data,
+        time_budget_s=a.time_budget_s, workers_per_trial=a.workers_per_trial, use_gpu=a.use_gpu, bf16=a.bf16, data=a.data,
         storage=a.storage, searcher=a.searcher, seed=a.seed, asha=not a.no_asha,
         grace_period=a.grace_period, reduction_factor=a.reduction_factor,
         max_concurrent_trials=a.max_concurrent_trials, name=a.name, resume=a.resume, retrain=not a.no_retrain,

@@ -1,7 +1,8 @@
 """The CMMD objective (minimised): L = REC + lam*KL + (1-lam)*mmd_weight*MMD + cls_weight*CE.
 
 REC and KL are means over rows; CE is a batch sum (reference) or mean. At lam = 1 the MMD is not
-computed (reported as 0): the plain conditional ELBO, at its own cost. Under data parallelism
+computed (reported as 0): the plain conditional ELBO, at its own cost. Without the classifier
+(pretraining) CE is 0 and the classifier's gradient is zero. Under data parallelism
 ``world_size`` scales the sum-reduced CE so that DDP's gradient average equals the gradient of
 the global-batch sum; the MMD sees the global batch through ``gather``.
 """
@@ -71,7 +72,10 @@ def cmmd_loss(
         if w.ce_reduction == "sum":
             ce = ce * world_size
     else:
-        ce = torch.zeros((), device=out.mu_q.device)
+        # no classifier term, but the classifier stays in the graph with a zero gradient: DDP (without
+        # find_unused_parameters) waits for a gradient of every parameter the forward pass used
+        # (through the weights, not the logits: 0 * a non-finite logit would poison the loss)
+        ce = torch.stack([p.sum() for p in model.classifier.parameters()]).sum() * 0.0
     total = rec + w.lam * kl + w.mmd_scale * mmd_term + w.cls_weight * ce
     terms = {"rec": rec, "kl": kl, "mmd": mmd_term, "ce": ce, "loss": total}
     return total, {k: v.detach() for k, v in terms.items()}

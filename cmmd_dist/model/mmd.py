@@ -6,11 +6,17 @@
 - a *row-share* gather (``gather.row_share`` true, ``gather.collect(x) -> (all rows, rank, world)``,
   no gradient through the collective): each rank computes only the kernel rows of its own samples
   against every sample (a 2n x 2N kernel instead of three N x N ones), see ``row_share_mmd``.
+
+The kernel and the MMD are always computed in float32, outside any autocast: under bf16 (8 bits of
+mantissa) exp(-d^2/D^2) of nearby samples rounds to the same value, so mean(K_qq) + mean(K_pp) -
+2 mean(K_qp), a difference of near-equal numbers of order 1e-3, came out as exactly 0 (and so did its
+gradient). The bf16 latents are cast up; the gradient flows back to them through the cast.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 
@@ -19,13 +25,27 @@ __all__ = ["gaussian_kernel", "mmd", "row_share_mmd", "Gather"]
 Gather = Callable[[torch.Tensor], torch.Tensor]
 
 
+@contextmanager
+def _full_precision(device: torch.device):
+    """Autocast off for the block (whatever the device); its inputs must be cast up by the caller (``_wide``)."""
+    with torch.autocast(device_type=device.type, enabled=False):
+        yield
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 at least (float64 stays float64: the exactness tests run in double)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def gaussian_kernel(a: torch.Tensor, b: torch.Tensor, bandwidth: float | None = None) -> torch.Tensor:
-    """(n, m) kernel matrix; the bandwidth defaults to D^2 (the reference implementation's choice)."""
+    """(n, m) kernel matrix, float32 or wider; the bandwidth defaults to D^2 (the reference implementation's choice)."""
     d = a.shape[-1]
     bw = float(d * d) if bandwidth is None else bandwidth
-    # ||a||^2 + ||b||^2 - 2ab: O(nm) memory instead of the O(nmD) of broadcasting the differences
-    sq = torch.addmm(a.pow(2).sum(-1, keepdim=True) + b.pow(2).sum(-1).unsqueeze(0), a, b.T, alpha=-2.0)
-    return torch.exp(sq.clamp_min(0.0) * (-1.0 / bw))
+    with _full_precision(a.device):
+        a, b = _wide(a), _wide(b)
+        # ||a||^2 + ||b||^2 - 2ab: O(nm) memory instead of the O(nmD) of broadcasting the differences
+        sq = torch.addmm(a.pow(2).sum(-1, keepdim=True) + b.pow(2).sum(-1).unsqueeze(0), a, b.T, alpha=-2.0)
+        return torch.exp(sq.clamp_min(0.0) * (-1.0 / bw))
 
 
 def row_share_mmd(zq: torch.Tensor, zp: torch.Tensor, both: torch.Tensor, world: int) -> torch.Tensor:
@@ -49,13 +69,16 @@ def row_share_mmd(zq: torch.Tensor, zp: torch.Tensor, both: torch.Tensor, world:
 
 
 def mmd(zq: torch.Tensor, zp: torch.Tensor, gather: Gather | None = None) -> torch.Tensor:
-    """mean(K_qq) + mean(K_pp) - 2 mean(K_qp) over the (gathered) samples of both sets."""
-    if gather is not None and getattr(gather, "row_share", False):
-        both, _, world = gather.collect(torch.cat([zq, zp], dim=0))
-        return row_share_mmd(zq, zp, both, world)
-    if gather is not None:
-        # one collective for both sets: each rank contributes [zq; zp], split back per rank afterwards
-        n, d = zq.shape
-        both = gather(torch.cat([zq, zp], dim=0)).view(-1, 2 * n, d)
-        zq, zp = both[:, :n].reshape(-1, d), both[:, n:].reshape(-1, d)
-    return gaussian_kernel(zq, zq).mean() + gaussian_kernel(zp, zp).mean() - 2 * gaussian_kernel(zq, zp).mean()
+    """mean(K_qq) + mean(K_pp) - 2 mean(K_qp) over the (gathered) samples of both sets; float32, never autocast."""
+    with _full_precision(zq.device):
+        if gather is not None and getattr(gather, "row_share", False):
+            # same shape as the early gather ``train_step`` posted (possibly bf16): collect, then cast up
+            both, _, world = gather.collect(torch.cat([zq, zp], dim=0))
+            return row_share_mmd(_wide(zq), _wide(zp), _wide(both), world)
+        zq, zp = _wide(zq), _wide(zp)
+        if gather is not None:
+            # one collective for both sets: each rank contributes [zq; zp], split back per rank afterwards
+            n, d = zq.shape
+            both = gather(torch.cat([zq, zp], dim=0)).view(-1, 2 * n, d)
+            zq, zp = both[:, :n].reshape(-1, d), both[:, n:].reshape(-1, d)
+        return gaussian_kernel(zq, zq).mean() + gaussian_kernel(zp, zp).mean() - 2 * gaussian_kernel(zq, zp).mean()

@@ -15,6 +15,8 @@ Create these inside a Ray process (a Train worker, or a driver after ``ray.init`
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterable
 
 from ray.util.metrics import Counter, Gauge
@@ -121,6 +123,6 @@ class SweepGauges:
 
     def offer(self, value: float | None) -> None:
         """A trial's CV metric: kept when lower than the best so far."""
-        if value is not None and (self.best_value is None or value < self.best_value):
+        if value is not None and math.isfinite(value) and (self.best_value is None or value < self.best_value):
             self.best_value = float(value)
             self.best.set(self.best_value)
