@@ -10,6 +10,8 @@ again completes the dataset. The same source and seed give byte-identical shards
 ``--source`` must exist (no source: the dataset's default). An ``--out`` holding a different dataset
 (spec name, source hash, seed or limit) is refused unless ``--overwrite``, which removes its shards.
 ``--name`` names the dataset written (another dataset in the same format, through the same converter).
+A converter whose source can be bigger than memory (flickr) reads it in row blocks, and the shards are
+written as the blocks come: peak memory does not grow with the row count.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import sys
 from pathlib import Path
 
 from cmmd_dist.datasets.converters import CONVERTER_SPECS, CONVERTERS, hash_inputs
-from cmmd_dist.datasets.shards import DEFAULT_ROWS_PER_FILE, check_replaceable, write_bundle
-from cmmd_dist.datasets.spec import DATASET_NAME
+from cmmd_dist.datasets.shards import DEFAULT_ROWS_PER_FILE, check_replaceable, write_bundle, write_stream
+from cmmd_dist.datasets.spec import DATASET_NAME, DatasetSpec
 from cmmd_dist.errors import UserError
 from cmmd_dist.storage import S3Settings, check_bucket
 
@@ -60,13 +62,20 @@ def prepare(
     check_bucket(out_uri, settings)
     check_replaceable(out_uri, {"name": name, "seed": seed, "limit": limit}, overwrite, settings)
     converted = CONVERTERS[dataset](source, seed, limit)
-    bundle = converted.bundle
-    if name != bundle.spec.name:
-        bundle = dataclasses.replace(bundle, spec=dataclasses.replace(bundle.spec, name=name))
     source_hash = hash_inputs(converted.inputs, converted.source_note)
     extra = {"seed": seed, "limit": limit, "source_files": sorted(p.name for p in converted.inputs)}
-    return write_bundle(bundle, out_uri, rows_per_file=rows_per_file, source_sha256=source_hash,
-                        extra=extra, settings=settings, overwrite=overwrite)
+    kwargs = dict(rows_per_file=rows_per_file, source_sha256=source_hash, extra=extra, settings=settings,
+                  overwrite=overwrite)
+    if converted.streamed:  # a big source: read block by block while the shards are written, each block checked
+        stream = converted.stream
+        return write_stream(dataclasses.replace(stream, spec=_renamed(stream.spec, name)), out_uri, **kwargs)
+    # in memory: every value is checked before anything under out_uri is touched
+    bundle = converted.bundle
+    return write_bundle(dataclasses.replace(bundle, spec=_renamed(bundle.spec, name)), out_uri, **kwargs)
+
+
+def _renamed(spec: DatasetSpec, name: str) -> DatasetSpec:
+    return spec if spec.name == name else dataclasses.replace(spec, name=name)
 
 
 def run_data_command(args: argparse.Namespace) -> int:

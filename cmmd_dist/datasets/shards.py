@@ -15,6 +15,11 @@ Every path a manifest names is checked when the manifest is read (``storage.chec
 a relative path inside the root, never ``..``, an absolute path or another URI. A writer replaces only
 the same dataset (spec name, source hash, seed, limit) unless told to overwrite, and removes the files
 of the dataset it replaces, so no stale shard is left behind.
+
+One writer, :func:`write_stream`, takes a :class:`DatasetStream` (each split a sequence of row blocks) and
+writes each file as soon as it has ``rows_per_file`` rows, so it holds one block and one file's rows at a
+time, whatever the row count; :func:`write_bundle` hands it an in-memory bundle. File boundaries depend
+on ``rows_per_file`` only, never on the block sizes: the same rows give the same bytes.
 """
 
 from __future__ import annotations
@@ -22,12 +27,22 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cmmd_dist.datasets.spec import DATASET_NAME, DatasetBundle, DatasetSpec, ModalitySpec, Split
+from cmmd_dist.datasets.spec import (
+    DATASET_NAME,
+    DatasetBundle,
+    DatasetSpec,
+    DatasetStream,
+    ModalitySpec,
+    Split,
+    concat_splits,
+    empty_split,
+)
 from cmmd_dist.errors import UserError, one_line
 from cmmd_dist.storage import (
     FORMAT_VERSION,
@@ -57,6 +72,7 @@ __all__ = [
     "split_to_table",
     "table_to_split",
     "write_bundle",
+    "write_stream",
     "dataset_identity",
     "check_replaceable",
     "read_split",
@@ -109,8 +125,10 @@ def arrow_schema(spec: DatasetSpec) -> pa.Schema:
     return pa.schema(fields)
 
 
-def check_split(spec: DatasetSpec, split: Split, where: str, unlabeled: bool = False) -> None:
-    """Raise a StorageError naming ``where`` and the column for a wrong shape, NaN/inf or a bad label."""
+def check_split(spec: DatasetSpec, split: Split, where: str, unlabeled: bool = False, first_row: int = 0) -> None:
+    """Raise a StorageError naming ``where`` and the column for a wrong shape, NaN/inf or a bad label.
+
+    ``first_row``: the index within its split of the first row of ``split`` (a block), for the row named."""
     n = len(split)
     for m in spec.modalities:
         if m.name not in split.arrays:
@@ -120,7 +138,7 @@ def check_split(spec: DatasetSpec, split: Split, where: str, unlabeled: bool = F
             raise StorageError(f"{where}: column {m.name!r} has shape {tuple(arr.shape)}, expected ({n}, {', '.join(map(str, m.shape))})")
         if not np.isfinite(arr).all():
             bad = int(np.flatnonzero(~np.isfinite(arr.reshape(n, -1)).all(axis=1))[0])
-            raise StorageError(f"{where}: column {m.name!r} has NaN/inf values (first at row {bad})")
+            raise StorageError(f"{where}: column {m.name!r} has NaN/inf values (first at row {first_row + bad})")
     y = split.labels
     if spec.label_kind == "classes":
         if y.shape != (n,):
@@ -140,7 +158,9 @@ def _fixed_list(arr: np.ndarray, size: int) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(arr, dtype=np.float32).reshape(-1)), size)
 
 
-def split_to_table(spec: DatasetSpec, split: Split, name: str, start: int = 0, stop: int | None = None) -> pa.Table:
+def split_to_table(spec: DatasetSpec, split: Split, name: str, start: int = 0, stop: int | None = None,
+                   first_row: int = 0) -> pa.Table:
+    """Rows ``start:stop`` of ``split`` in the shard layout; ``row`` counts from ``first_row + start``."""
     stop = len(split) if stop is None else stop
     cols = [_fixed_list(split.arrays[m.name][start:stop], m.size) for m in spec.modalities]
     y = split.labels[start:stop]
@@ -149,7 +169,7 @@ def split_to_table(spec: DatasetSpec, split: Split, name: str, start: int = 0, s
     if spec.group_column:
         g = split.groups[start:stop] if split.groups is not None else np.full(stop - start, -1)
         cols.append(pa.array(np.asarray(g, dtype=np.int64)))
-    cols.append(pa.array(np.arange(start, stop, dtype=np.int64)))
+    cols.append(pa.array(np.arange(first_row + start, first_row + stop, dtype=np.int64)))
     return pa.Table.from_arrays(cols, schema=arrow_schema(spec))
 
 
@@ -231,42 +251,97 @@ def _remove_empty_folders(out_uri: str, rel_paths: list[str]) -> None:
             pass
 
 
-def write_bundle(
-    bundle: DatasetBundle,
+def _rows_of(split: Split, start: int, stop: int) -> Split:
+    return Split(arrays={k: v[start:stop] for k, v in split.arrays.items()}, labels=split.labels[start:stop],
+                 groups=None if split.groups is None else split.groups[start:stop])
+
+
+def _take_rows(parts: list[Split], n: int) -> tuple[Split, list[Split]]:
+    """The first ``n`` rows of ``parts`` as one Split (views when they lie in one part) and the parts left."""
+    head, rest, need = [], [], n
+    for part in parts:
+        if need >= len(part):
+            head.append(part)
+            need -= len(part)
+        elif need > 0:
+            head.append(_rows_of(part, 0, need))
+            rest.append(_rows_of(part, need, len(part)))
+            need = 0
+        else:
+            rest.append(part)
+    return concat_splits(head), rest
+
+
+def _write_file(spec: DatasetSpec, part: Split, name: str, index: int, first_row: int, out_uri: str,
+                settings: S3Settings | None) -> dict:
+    buf = io.BytesIO()
+    pq.write_table(split_to_table(spec, part, name, first_row=first_row), buf, row_group_size=max(len(part), 1),
+                   compression="snappy", use_dictionary=["split"], write_statistics=["label", "row"])
+    rel = f"{name}/part-{index:05d}.parquet"
+    with buf.getbuffer() as data:  # the file's bytes, not a copy of them (a file can be hundreds of MB)
+        write_bytes(join_uri(out_uri, rel), data, settings)
+        return {"path": rel, "split": name, "rows": len(part), "bytes": data.nbytes, "sha256": sha256_hex(data)}
+
+
+def _write_split(spec: DatasetSpec, name: str, blocks: Iterable[Split], out_uri: str, rows_per_file: int,
+                 settings: S3Settings | None, files: list[dict], validate: bool) -> int:
+    """Write the blocks of split ``name`` as files of ``rows_per_file`` rows (the last one shorter; one empty
+    file for an empty split), appending their entries to ``files``; returns the split's row count."""
+    unlabeled = name not in ("train", "val", "test")
+    pending: list[Split] = []
+    pending_rows = written = index = 0
+    for block in blocks:
+        if validate:
+            check_split(spec, block, f"{spec.name} split {name!r}", unlabeled=unlabeled, first_row=written + pending_rows)
+        pending.append(block)
+        pending_rows += len(block)
+        while pending_rows >= rows_per_file:
+            part, pending = _take_rows(pending, rows_per_file)
+            files.append(_write_file(spec, part, name, index, written, out_uri, settings))
+            index, written, pending_rows = index + 1, written + len(part), pending_rows - len(part)
+            del part  # the file's rows go before the next block comes
+    if pending_rows or index == 0:
+        part = concat_splits(pending) if pending else empty_split(spec)
+        files.append(_write_file(spec, part, name, index, written, out_uri, settings))
+        written += len(part)
+    return written
+
+
+def write_stream(
+    stream: DatasetStream,
     out_uri: str,
     rows_per_file: int = DEFAULT_ROWS_PER_FILE,
     source_sha256: str | None = None,
     extra: dict | None = None,
     settings: S3Settings | None = None,
     overwrite: bool = False,
+    validate: bool = True,
 ) -> dict:
-    """Write every split of ``bundle`` as shards under ``out_uri``, then the manifest; returns the manifest.
+    """Write every split of ``stream`` as shards under ``out_uri`` block by block, then the manifest; returns
+    the manifest.
 
-    A different dataset under ``out_uri`` is refused unless ``overwrite`` (see :func:`check_replaceable`).
-    The existing manifest is removed FIRST, then the old shards, so an interrupted run leaves a dataset no
-    reader accepts and a finished one leaves no stale shard."""
+    Each block is checked (``check_split``) before its rows are written (``validate=False``: the caller
+    checked them). A different dataset under ``out_uri`` is refused unless ``overwrite`` (see
+    :func:`check_replaceable`). The existing manifest is removed FIRST, then the old shards, so an
+    interrupted run leaves a dataset no reader accepts and a finished one leaves no stale shard. A user
+    error met half-way (a bad block, an unreadable source) removes the shards already written."""
     if rows_per_file < 1:
         raise UserError(f"--rows-per-file must be >= 1, got {rows_per_file}")
-    spec = bundle.spec
-    for name, split in bundle.splits().items():
-        check_split(spec, split, f"{spec.name} split {name!r}", unlabeled=name not in ("train", "val", "test"))
+    spec = stream.spec
     check_bucket(out_uri, settings)
     extra = extra or {}
     identity = {"name": spec.name, "source_sha256": source_sha256, "seed": extra.get("seed"), "limit": extra.get("limit")}
     old = check_replaceable(out_uri, identity, overwrite, settings)
     _remove_dataset(out_uri, old, settings)
     files, rows = [], {}
-    for name, split in bundle.splits().items():
-        rows[name] = len(split)
-        for i, start in enumerate(range(0, max(len(split), 1), rows_per_file)):
-            stop = min(start + rows_per_file, len(split))
-            buf = io.BytesIO()
-            pq.write_table(split_to_table(spec, split, name, start, stop), buf, row_group_size=max(stop - start, 1),
-                           compression="snappy", use_dictionary=["split"], write_statistics=["label", "row"])
-            data = buf.getvalue()
-            rel = f"{name}/part-{i:05d}.parquet"
-            write_bytes(join_uri(out_uri, rel), data, settings)
-            files.append({"path": rel, "split": name, "rows": stop - start, "bytes": len(data), "sha256": sha256_hex(data)})
+    try:
+        for name in stream.splits:
+            rows[name] = _write_split(spec, name, stream.blocks(name), out_uri, rows_per_file, settings, files, validate)
+    except UserError:
+        for entry in files:  # nothing half-written survives a user error (an interrupt leaves them: no manifest)
+            delete_file(join_uri(out_uri, entry["path"]), settings)
+        _remove_empty_folders(out_uri, [e["path"] for e in files])
+        raise
     manifest = {
         "format_version": FORMAT_VERSION,
         "spec": spec_to_dict(spec),
@@ -280,6 +355,25 @@ def write_bundle(
         _remove_empty_folders(out_uri, [e["path"] for e in old.get("files", [])])
     write_manifest(out_uri, manifest, settings)
     return manifest
+
+
+def write_bundle(
+    bundle: DatasetBundle,
+    out_uri: str,
+    rows_per_file: int = DEFAULT_ROWS_PER_FILE,
+    source_sha256: str | None = None,
+    extra: dict | None = None,
+    settings: S3Settings | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Write an in-memory ``bundle`` through :func:`write_stream`; every split is checked first, so a bad
+    value is refused before anything under ``out_uri`` is touched."""
+    if rows_per_file < 1:
+        raise UserError(f"--rows-per-file must be >= 1, got {rows_per_file}")
+    for name, split in bundle.splits().items():
+        check_split(bundle.spec, split, f"{bundle.spec.name} split {name!r}", unlabeled=name not in ("train", "val", "test"))
+    return write_stream(DatasetStream.of_bundle(bundle), out_uri, rows_per_file, source_sha256, extra, settings,
+                        overwrite, validate=False)
 
 
 def manifest_spec(manifest: dict) -> DatasetSpec:

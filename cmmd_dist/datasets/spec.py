@@ -2,18 +2,21 @@
 
 Every loader, converter and storage reader produces these objects; training consumes them.
 Arrays are float32 with shape (N, *modality.shape); labels are int64 (N,) for classes or
-float32 (N, C) multi-hot for multi-label data.
+float32 (N, C) multi-hot for multi-label data. A dataset too big for memory is a :class:`DatasetStream`:
+the same splits, each read as a sequence of bounded row blocks (``data prepare`` writes it block by block).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
-__all__ = ["ModalitySpec", "DatasetSpec", "Split", "DatasetBundle", "Likelihood", "LabelKind", "DATASET_NAME"]
+__all__ = ["ModalitySpec", "DatasetSpec", "Split", "DatasetBundle", "DatasetStream", "Likelihood", "LabelKind",
+           "DATASET_NAME", "empty_split", "concat_splits"]
 
 Likelihood = Literal["gaussian", "bernoulli", "categorical"]
 LabelKind = Literal["classes", "multilabel"]
@@ -100,3 +103,48 @@ class DatasetBundle:
 
     def splits(self) -> dict[str, Split]:
         return {"train": self.train, "val": self.val, "test": self.test, **self.extra}
+
+
+def empty_split(spec: DatasetSpec) -> Split:
+    """A Split of no rows with the shapes and dtypes of ``spec``."""
+    labels = np.zeros(0, np.int64) if spec.label_kind == "classes" else np.zeros((0, spec.num_classes), np.float32)
+    return Split(arrays={m.name: np.zeros((0, *m.shape), np.float32) for m in spec.modalities}, labels=labels)
+
+
+def concat_splits(parts: list[Split]) -> Split:
+    """The rows of ``parts`` in order as one Split (the part itself when there is one: no copy).
+
+    Groups: None when no part has any; a part without groups gets -1, as the shard writer stores it."""
+    if len(parts) == 1:
+        return parts[0]
+    groups = None
+    if any(p.groups is not None for p in parts):
+        groups = np.concatenate([np.full(len(p), -1, np.int64) if p.groups is None else p.groups for p in parts])
+    return Split(arrays={k: np.concatenate([p.arrays[k] for p in parts]) for k in parts[0].arrays},
+                 labels=np.concatenate([p.labels for p in parts]), groups=groups)
+
+
+@dataclass
+class DatasetStream:
+    """A dataset read block by block: its spec and, per split (train, val, test first, then e.g.
+    ``unlabeled``), a function that yields the split's rows in order as Splits of bounded size.
+
+    Nothing is read until a split's function is called, so a converter of a source bigger than memory
+    returns one of these, and the shard writer holds one block (and one file's rows) at a time."""
+
+    spec: DatasetSpec
+    splits: dict[str, Callable[[], Iterable[Split]]]
+
+    @classmethod
+    def of_bundle(cls, bundle: DatasetBundle) -> "DatasetStream":
+        """The splits of an in-memory bundle, each as one block (views, no copy)."""
+        return cls(spec=bundle.spec, splits={name: (lambda s=split: iter((s,))) for name, split in bundle.splits().items()})
+
+    def blocks(self, name: str) -> Iterator[Split]:
+        return iter(self.splits[name]())
+
+    def to_bundle(self) -> DatasetBundle:
+        """Every split read into memory: for small sources and tests, never for a source bigger than memory."""
+        whole = {name: concat_splits(list(self.blocks(name)) or [empty_split(self.spec)]) for name in self.splits}
+        return DatasetBundle(spec=self.spec, train=whole.pop("train"), val=whole.pop("val"), test=whole.pop("test"),
+                             extra=whole)

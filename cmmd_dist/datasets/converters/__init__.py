@@ -4,7 +4,10 @@ One module per source family: ``mnist`` (digits2v, mnist2v from IDX or mnist.pkl
 (mnist-svhn, mnist3 from SVHN .mat), ``text`` (mst: MNIST-SVHN-Text), ``xrmb`` (XRMB1/2.mat),
 ``flickr`` (MIR Flickr feature arrays). Every converter is seeded: the same source and seed give the
 same arrays, hence byte-identical shards. ``CONVERTERS[name](source, seed, limit)`` returns a
-:class:`Converted`: the bundle and the input files it read (hashed into the manifest).
+:class:`Converted`: the dataset and the input files it read (hashed into the manifest). The dataset is an
+in-memory bundle, except flickr's, whose source can be far bigger than memory: a stream of row blocks
+read from the files (``array_rows``) as ``data prepare`` writes them. The others still load their source
+whole (pickles, IDX and .mat files; at most a few GB).
 """
 
 from __future__ import annotations
