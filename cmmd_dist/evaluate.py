@@ -97,4 +97,4 @@ def evaluate_baseline(model: PriorClassifier, data: SplitTensors, batch_size: in
     model.eval()
     logits = torch.cat([model(data.rows(slice(s, s + batch_size))["obs"]) for s in range(0, len(data), batch_size)])
     probs = torch.sigmoid(logits) if model.cfg.multilabel else torch.softmax(logits, -1)
-    return classification_metrics(probs.numpy(), data.y.cpu().numpy(), model.cfg.multilabel)
+    return classification_metrics(probs.cpu().numpy(), data.y.cpu().numpy(), model.cfg.multilabel)

@@ -37,24 +37,39 @@ def save_png(fig: Figure, path: str | Path) -> Path:
     return path
 
 
+_SUPERVISED = ("supervised", "train", "retrain")  # the last two: histories written before the stages were named
+
+
 def learning_curves(history: list[dict]) -> Figure:
-    """Loss terms and the validation metric per epoch (training rows of a history: a CV-chosen model's
+    """Loss terms per epoch, one curve per term and stage (pretraining dashed, on a shaded band; ``epoch``
+    counts on across the stages), and the validation metric of the supervised epochs (a CV-chosen model's
     retrain on train+val has loss terms but no validation figure)."""
-    rows = [r for r in history if r.get("stage", "train") in ("train", "retrain")]
-    epochs = [r["epoch"] for r in rows]
-    terms = [k for k in _LOSS_TERMS if any(k in r for r in rows)]
+    stages = {"supervised": [r for r in history if r.get("stage", "supervised") in _SUPERVISED],
+              "pretrain": [r for r in history if r.get("stage") == "pretrain"]}
+    terms = [k for k in _LOSS_TERMS if any(k in r for rows in stages.values() for r in rows)]
     fig = Figure(figsize=(10, 4))
     axes = fig.subplots(1, 2)
-    for k in terms:
-        axes[0].plot(epochs, [r.get(k, np.nan) for r in rows], marker=".", label=k.removeprefix("train_"))
+    for i, k in enumerate(terms):
+        for stage, style in (("supervised", "-"), ("pretrain", "--")):
+            rows = stages[stage]
+            if not any(k in r for r in rows):
+                continue
+            name = k.removeprefix("train_")
+            axes[0].plot([r["epoch"] for r in rows], [r.get(k, np.nan) for r in rows], style, marker=".", color=f"C{i}",
+                         label=name if stage == "supervised" else f"{name} (pretrain)")
     axes[0].set(xlabel="epoch", ylabel="train loss term", title="loss terms", yscale="symlog")
+    rows = stages["supervised"]
     shown = [k for k in ("val_metric", "cv_mean") if any(k in r for r in rows)]
     for k in shown:
-        axes[1].plot(epochs, [r.get(k, np.nan) for r in rows], marker=".", label=k)
+        axes[1].plot([r["epoch"] for r in rows], [r.get(k, np.nan) for r in rows], marker=".", label=k)
     axes[1].set(xlabel="epoch", ylabel="lower is better", title="validation")
     if not shown:
         axes[1].text(0.5, 0.5, "no validation rows:\nretrained on train+val", ha="center", va="center",
                      transform=axes[1].transAxes)
+    if stages["pretrain"]:
+        first, last = (f(r["epoch"] for r in stages["pretrain"]) for f in (min, max))
+        for ax in axes:
+            ax.axvspan(first - 0.5, last + 0.5, color="0.9", zorder=0, label="pretrain (no label)")
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)

@@ -6,13 +6,20 @@
     model.predict(df, params={"task": "embed"})      # z: the prior mean mu_p(x_o)
 
 ``df`` has one column per OBSERVED modality, each cell the flattened example (a Parquet
-``list<float32>`` column reads back exactly so). The model folder holds ``model.pt``
-(state_dict + CMMDConfig.to_dict()), ``spec.json`` (the dataset spec + scenario) and ``metrics.json``.
-The package ``cmmd_dist`` must be importable where the model is loaded.
+``list<float32>`` column reads back exactly so). The model stands alone: it needs torch, mlflow,
+numpy and pandas (its ``requirements.txt``), not cmmd_dist. Its folder holds this file, the
+pure-torch model package copied under a name of its own (``code/cmmd_model_<digest>``, see
+:func:`bundle_model_code`), ``artifacts/model.pt`` (state_dict + CMMDConfig.to_dict(), read with
+``weights_only=True``), ``spec.json`` (the dataset spec + scenario) and ``metrics.json``.
+
+Logged, this file runs without cmmd_dist: at module level it imports only mlflow, numpy and pandas,
+and cmmd_dist is imported only inside :func:`save`, :func:`load_files` and :func:`bundle_model_code`,
+which run on the developer's side.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -20,13 +27,15 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-__all__ = ["TASKS", "CMMDPyfunc", "save", "load_files", "frame_to_obs", "rows_frame", "signature", "requirements"]
+__all__ = ["TASKS", "CODE_PACKAGE_KEY", "CMMDPyfunc", "save", "load_files", "bundle_model_code", "frame_to_obs",
+           "rows_frame", "signature", "task_columns", "requirements"]
 
 TASKS = ("classify", "generate", "embed")
+CODE_PACKAGE_KEY = "code_package"  # model_config key: the bundled model package's import name
 
 
 def save(path: str | Path, core, spec, scenario: str | None, metrics: dict, example_rows: dict) -> Path:
-    """Write the pyfunc model folder (MLmodel, this file, model.pt, spec.json, metrics.json) at ``path``.
+    """Write the pyfunc model folder (MLmodel, this file, code/, model.pt, spec.json, metrics.json) at ``path``.
 
     ``example_rows``: a few rows of each OBSERVED modality, name -> array (n, *shape): the input example."""
     import tempfile
@@ -41,29 +50,76 @@ def save(path: str | Path, core, spec, scenario: str | None, metrics: dict, exam
         torch.save({"state_dict": core.state_dict(), "model_config": core.cfg.to_dict()}, files["model"])
         files["spec"].write_text(json.dumps({**spec_to_dict(spec), "scenario": scenario or spec.default_scenario}))
         files["metrics"].write_text(json.dumps(metrics, default=float))
+        package = bundle_model_code(Path(tmp) / "code")
+        example = rows_frame({k: example_rows[k] for k in observed})
         mlflow.pyfunc.save_model(
             path=str(path), python_model=__file__, artifacts={k: str(v) for k, v in files.items()},
-            signature=signature(observed), input_example=rows_frame({k: example_rows[k] for k in observed}),
+            code_paths=[str(package)], model_config={CODE_PACKAGE_KEY: package.name},
+            signature=signature(core.cfg), input_example=(example, {"task": "classify"}),
             pip_requirements=requirements(),
+            metadata={"tasks": task_columns(core.cfg),
+                      "shapes": {m.name: list(m.shape) for m in (*core.cfg.observed, *core.cfg.missing)}},
         )
     return Path(path)
 
 
-def load_files(folder: str | Path):
-    """(CMMD in eval mode, DatasetSpec, metrics) from a folder with model.pt, spec.json, metrics.json."""
+def bundle_model_code(dst: str | Path) -> Path:
+    """Copy the pure-torch package ``cmmd_dist.model`` to ``dst/cmmd_model_<digest of its source>``, its own
+    imports renamed to match; returns that folder.
+
+    Why not ``cmmd_dist/model`` as it is: MLflow puts a model's ``code/`` first on ``sys.path``, so a bundled
+    top-level ``cmmd_dist`` (holding only ``model/``) would hide an installed cmmd_dist from every later import
+    in that process. A name of its own clashes with nothing, and the digest keeps two champions trained on
+    different code apart when one process loads both. Refuses a file that imports anything but torch, the
+    standard library and the package itself: the model's requirements would not cover it."""
+    import ast
+    import hashlib
+    import re
+    import sys
+
+    src = Path(importlib.import_module("cmmd_dist.model").__file__).parent
+    texts = {p.relative_to(src).as_posix(): p.read_text() for p in sorted(src.rglob("*.py"))
+             if "__pycache__" not in p.parts}
+    name = "cmmd_model_" + hashlib.sha256(json.dumps(texts, sort_keys=True).encode()).hexdigest()[:12]
+    allowed = {"torch", name, *sys.stdlib_module_names}
+    out = Path(dst) / name
+    for rel, text in texts.items():
+        text = re.sub(r"\bcmmd_dist\.model\b", name, text)
+        for node in ast.walk(ast.parse(text, rel)):
+            mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                    else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            for mod in mods:
+                if mod.split(".")[0] not in allowed:
+                    raise RuntimeError(f"cmmd_dist/model/{rel} imports {mod}: the registered model bundles "
+                                       "cmmd_dist/model alone and needs it to import torch only")
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text(text)
+    return out
+
+
+def _load_core(path: Path, model_package):
+    """The CMMD of ``model.pt`` in eval mode, built from ``model_package`` (cmmd_dist.model or its bundled copy)."""
     import torch
 
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    core = model_package.CMMD(model_package.CMMDConfig.from_dict(ckpt["model_config"]))
+    core.load_state_dict(ckpt["state_dict"])
+    return core.eval()
+
+
+def load_files(folder: str | Path):
+    """(CMMD in eval mode, DatasetSpec, metrics) from a folder with model.pt, spec.json, metrics.json (needs cmmd_dist)."""
+    from cmmd_dist import model as model_package
     from cmmd_dist.datasets.shards import spec_from_dict
-    from cmmd_dist.model import CMMD, CMMDConfig
 
     folder = Path(folder)
-    ckpt = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
-    core = CMMD(CMMDConfig.from_dict(ckpt["model_config"]))
-    core.load_state_dict(ckpt["state_dict"])
-    core.eval()
+    core = _load_core(folder / "model.pt", model_package)
     spec = spec_from_dict(json.loads((folder / "spec.json").read_text()), where=str(folder / "spec.json"))
-    metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
-    return core, spec, metrics
+    return core, spec, _metrics(folder)
+
+
+def _metrics(folder: Path) -> dict:
+    return json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
 
 
 def _cells(a: np.ndarray) -> list[np.ndarray]:
@@ -102,13 +158,15 @@ def frame_to_obs(df: pd.DataFrame, observed) -> dict:
     return obs
 
 
-
-
 class CMMDPyfunc(mlflow.pyfunc.PythonModel):
     """classify / generate / embed from the observed modalities alone."""
 
     def load_context(self, context):
-        self.core, self.spec, self.metrics = load_files(Path(context.artifacts["model"]).parent)
+        # the bundled copy of cmmd_dist/model (on sys.path through the model's code/ folder), never cmmd_dist
+        package = importlib.import_module(context.model_config[CODE_PACKAGE_KEY])
+        folder = Path(context.artifacts["model"]).parent
+        self.core = _load_core(folder / "model.pt", package)
+        self.metrics = _metrics(folder)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         import torch
@@ -135,20 +193,32 @@ class CMMDPyfunc(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"label": labels, "probs": _cells(probs)})
 
 
-def signature(observed: list[str]):
-    """Input: one Array(double) column per observed modality; params: task (default classify)."""
+def task_columns(cfg) -> dict[str, list[str]]:
+    """The output columns of each task (what ``predict`` returns for ``params={"task": ...}``)."""
+    return {"classify": ["label", "probs"], "generate": [m.name for m in cfg.missing], "embed": ["z"]}
+
+
+def signature(cfg):
+    """Input: one Array(double) column per observed modality; params: task (default classify); outputs: every
+    task's columns, each optional because a call returns one task's (``task_columns``, also in the MLmodel metadata)."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 
-    return ModelSignature(inputs=Schema([ColSpec(Array("double"), name) for name in observed]),
-                          params=ParamSchema([ParamSpec("task", "string", "classify")]))
+    label = Array("long") if cfg.multilabel else "long"
+    outputs = [ColSpec(label, "label", required=False), ColSpec(Array("float"), "probs", required=False),
+               *(ColSpec(Array("float"), m.name, required=False) for m in cfg.missing),
+               ColSpec(Array("float"), "z", required=False)]
+    return ModelSignature(inputs=Schema([ColSpec(Array("double"), m.name) for m in cfg.observed]),
+                          outputs=Schema(outputs), params=ParamSchema([ParamSpec("task", "string", "classify")]))
 
 
 def requirements() -> list[str]:
-    """Pinned where it matters; given explicitly so logging does not spend seconds inferring them."""
+    """Exactly what this file and the bundled model package import, pinned to the versions that trained it
+    (torch's local label dropped: ``torch==2.13.0`` is met by the CPU and the CUDA builds alike)."""
     import torch
 
-    return [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy", "pandas", "pyarrow"]
+    return [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
+            f"numpy=={np.__version__}", f"pandas=={pd.__version__}"]
 
 
 mlflow.models.set_model(CMMDPyfunc())

@@ -2,6 +2,14 @@
 
     cmmd-dist train --dataset digits2v --workers 2 [--use-gpu] [--bf16] [--data URI] [--storage URI]
 
+Device: model, optimiser state and batches live on ``ray.train.torch.get_device()`` (one GPU per worker
+and NCCL with ``--use-gpu``, else CPU and gloo). Stages (Flickr's recipe): ``train.pretrain_epochs``
+epochs with no label to the encoder and no classifier term, on this rank's shard of the labelled rows
+plus its shard of the ``unlabeled`` rows, then the supervised epochs with a fresh optimiser; ``epoch``
+counts on across the stages, every row and checkpoint records its ``stage`` (a worker killed during
+pretraining resumes there). ``retrain_distributed`` is the sweep's champion retrain: train+val rows,
+a fixed number of supervised epochs, no validation, the final weights tested once.
+
 Three layers, as in litgpt: ``setup`` (Ray, storage, the ``TorchTrainer``), ``main`` (per-rank state on
 every worker: data shard, model, DDP, resume from the latest checkpoint) and ``fit`` (the epoch loop:
 the unchanged pure-torch ``train_epoch``, validation, checkpoint, report). ``run_distributed`` ties
@@ -24,9 +32,11 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import ray
 import ray.train
 import ray.train.torch
@@ -36,51 +46,32 @@ import yaml
 
 from cmmd_dist.config import RunConfig
 from cmmd_dist.datasets.registry import load_bundle
+from cmmd_dist.datasets.spec import DatasetBundle, Split
 from cmmd_dist.errors import Interrupted, UserError, one_line
 from cmmd_dist.evaluate import evaluate_model
+from cmmd_dist.folds import development_split
 from cmmd_dist.model import CMMD
 from cmmd_dist.storage import S3Settings, is_s3_uri, resolve_without_keys
-from cmmd_dist.train.batches import iterate_batches
+from cmmd_dist.train.batches import RowView, SplitTensors, iterate_batches
 from cmmd_dist.train.build import loss_weights, model_config
 from cmmd_dist.train.checkpoint import STATE_FILE, ResumeState, load_checkpoint, load_file, save_checkpoint
 from cmmd_dist.train.gather import gather_for
-from cmmd_dist.train.loop import evaluate_loss, train_epoch
+from cmmd_dist.train.loop import evaluate_loss, placement, train_epoch
 from cmmd_dist.train.metrics import WorkerMetrics
-from cmmd_dist.train.single import check_data, seed_everything, split_tensors
+from cmmd_dist.train.optim import make_optimizer
+from cmmd_dist.train.ranks import autocast_for, group_mean, reseed_rank
+from cmmd_dist.train.single import check_data, seed_everything, stage_rows
 from cmmd_dist import storage as run_store  # the run folder's own files (config, Ray's snapshot); driver side
 
-__all__ = ["CrashOnce", "setup", "main", "fit", "run_distributed", "run_storage", "quick_report_polling",
-           "check_resources", "resume_settings", "RUN_CONFIG_FILE"]
+__all__ = ["StepHook", "RankRows", "rank_rows", "setup", "main", "fit", "run_distributed", "retrain_distributed",
+           "run_storage", "quick_report_polling", "check_resources", "resume_settings", "RUN_CONFIG_FILE"]
 
-TERMS = ("rec", "kl", "mmd", "ce", "loss")
 RUN_CONFIG_FILE = "cmmd_run.yaml"  # in <storage>/<name>: what `train --resume` reads back
 USER_ERROR_KEY = "cmmd_user_error"  # a worker's return value that carries a UserError to the driver
 
-
-@dataclass(frozen=True)
-class CrashOnce:
-    """Recovery drill: the worker of ``rank`` exits hard (``os._exit``) at ``step`` of ``epoch``, once.
-
-    The marker file is created before dying, so the restarted group trains on. Before dying it waits
-    until Ray Train has registered the reports in flight: the controller collects them on its ~2 s
-    health poll, and a report not yet collected when a worker dies is lost with it."""
-
-    marker: str
-    epoch: int
-    rank: int = 1
-    step: int = 1
-
-    def hook(self, epoch: int, rank: int):
-        if epoch != self.epoch or rank != self.rank or os.path.exists(self.marker):
-            return None
-
-        def die(step: int, _terms) -> None:
-            if step == self.step:
-                ray.train.get_all_reported_checkpoints(timeout_s=60)
-                Path(self.marker).write_text(f"rank {rank} died at epoch {epoch} step {step}\n")
-                os._exit(1)
-
-        return die
+StepHook = Callable[[int, int, int], None]
+"""``on_step(epoch, step, rank)``: called on every worker after each optimiser step (epochs count on across the
+stages, steps from 0 within the epoch). It runs in the worker, so it must pickle (tests pass recovery drills)."""
 
 
 REPORT_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
@@ -106,8 +97,10 @@ def run_storage(run: RunConfig, s3: S3Settings | None = None):
     return str(Path(uri).resolve()), None
 
 
-def setup(run: RunConfig, s3: S3Settings | None = None, crash: CrashOnce | None = None) -> ray.train.torch.TorchTrainer:
-    """The TorchTrainer of a run; connects to Ray first (RAY_ADDRESS or a running cluster, else starts one locally)."""
+def setup(run: RunConfig, s3: S3Settings | None = None, on_step: StepHook | None = None,
+          retrain: bool = False) -> ray.train.torch.TorchTrainer:
+    """The TorchTrainer of a run (``retrain``: on train+val, no validation); connects to Ray first (RAY_ADDRESS
+    or a running cluster, else starts one locally)."""
     if not ray.is_initialized():
         ray.init()
     quick_report_polling()
@@ -117,7 +110,7 @@ def setup(run: RunConfig, s3: S3Settings | None = None, crash: CrashOnce | None 
     resources = {"CPU": d.cpus_per_worker, **({"GPU": 1} if d.use_gpu else {})}
     return ray.train.torch.TorchTrainer(
         main,
-        train_loop_config={"run": run, "name": name, "crash": crash},
+        train_loop_config={"run": run, "name": name, "on_step": on_step, "retrain": retrain},
         torch_config=ray.train.torch.TorchConfig(backend="nccl" if d.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=d.workers, use_gpu=d.use_gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
@@ -128,9 +121,46 @@ def setup(run: RunConfig, s3: S3Settings | None = None, crash: CrashOnce | None 
     )
 
 
+@dataclass
+class RankRows:
+    """This rank's rows on its device: its shard of the supervised rows (train, or train+val for a retrain), the
+    pretraining rows (that shard plus its shard of the unlabeled rows, labels hidden: one copy of the rows),
+    and on rank 0 the validation rows and the test rows. ``validates``: the run selects epochs on validation
+    (every rank knows it; a retrain does not)."""
+
+    supervised: RowView
+    pretrain: RowView
+    val: SplitTensors | None
+    test: SplitTensors | None
+    validates: bool
+
+
+def _shard(split: Split, rank: int, world: int) -> Split:
+    """Every ``world``-th row from ``rank`` (equal shares, tail dropped: every rank takes as many steps),
+    taken before the rows reach the device."""
+    return split.take(np.arange(rank, (len(split) // world) * world, world))
+
+
+def rank_rows(bundle: DatasetBundle, run: RunConfig, rank: int, world: int, retrain: bool,
+              device: torch.device | str) -> RankRows:
+    observed, missing = bundle.spec.split_modalities(run.data.scenario)
+    obs, mis = [m.name for m in observed], [m.name for m in missing]
+
+    def tensors(split: Split) -> SplitTensors:
+        return SplitTensors.from_split(split, obs, mis, device)
+
+    labelled = _shard(development_split(bundle) if retrain else bundle.train, rank, world)
+    extra = bundle.extra.get("unlabeled") if run.train.pretrain_epochs else None
+    supervised, pretrain = stage_rows(tensors(labelled), None if extra is None else tensors(_shard(extra, rank, world)))
+    lead = rank == 0
+    return RankRows(supervised, pretrain, tensors(bundle.val) if lead and not retrain else None,
+                    tensors(bundle.test) if lead else None, validates=not retrain)
+
+
 def main(config: dict) -> dict | None:
     """Per-rank state on a Ray Train worker, then ``fit``; rank 0 returns the results."""
     run: RunConfig = config["run"]
+    retrain = bool(config.get("retrain"))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(run.train.threads or run.distributed.cpus_per_worker)
@@ -138,7 +168,7 @@ def main(config: dict) -> dict | None:
     run = run.model_copy(update={"train": run.train.model_copy(update={"device": str(device)})})
     try:  # bad shards are found here, on every rank alike: a marker for the driver, not a retried failure
         bundle = load_bundle(run.data)
-        data = split_tensors(bundle, run)
+        rows = rank_rows(bundle, run, rank, world, retrain, device)
         failure = None
     except UserError as err:
         failure = one_line(err)
@@ -147,8 +177,8 @@ def main(config: dict) -> dict | None:
         return {USER_ERROR_KEY: failure}
     seed_everything(run.train.seed)  # the same initial weights on every rank
     core = CMMD(model_config(run, bundle.spec)).to(device)
-    optimizer = torch.optim.Adam(core.parameters(), lr=run.train.lr)
-    gen = seed_everything(run.train.seed + 7919 * rank)  # own noise and shuffling per rank
+    optimizer = make_optimizer(core.parameters(), run.train)
+    gen = reseed_rank(run.train.seed, rank)  # own noise and shuffling per rank
     resume = ResumeState()
     metrics = WorkerMetrics(config["name"], bundle.spec.name, rank)
     checkpoint = ray.train.get_checkpoint()
@@ -166,14 +196,15 @@ def main(config: dict) -> dict | None:
         if not resume.rng_restored:
             gen = seed_everything(run.train.seed + 7919 * rank + 104729 * resume.epoch)
     model = ray.train.torch.prepare_model(core, move_to_device=False)
-    history = fit(run, model, core, optimizer, data, gen, resume, rank, world, config.get("crash"), metrics)
+    history, optimizer = fit(run, model, core, optimizer, rows, gen, resume, rank, world, config.get("on_step"), metrics)
     if rank != 0:
         return None
     if resume.best_state is not None:  # test figures from the best-validation epoch, as in the single process
         core.load_state_dict(resume.best_state)
     return {"dataset": bundle.spec.name, "history": history, "epochs_run": history[-1]["epoch"] if history else 0,
             "best_epoch": resume.best_epoch, "val_metric": resume.best_metric, "workers": world,
-            "test": evaluate_model(core, data["test"]), "model_config": asdict(core.cfg)}
+            "device": str(device), "placement": placement(core, optimizer, rows.supervised),
+            "test": evaluate_model(core, rows.test), "model_config": asdict(core.cfg)}
 
 
 def _first_failure(failure: str | None, world: int) -> str | None:
@@ -186,71 +217,69 @@ def _first_failure(failure: str | None, world: int) -> str | None:
     return next((f for f in every if f is not None), None)
 
 
-def _group_mean(m: dict, device: torch.device, world: int) -> dict:
-    """Epoch loss terms averaged over ranks (equal shards), and the group's samples/s."""
-    vals = torch.tensor([m.get(k, 0.0) for k in TERMS] + [m["rows"], m["seconds"]], dtype=torch.float64, device=device)
-    if world > 1:
-        total = vals[:-1].clone()
-        dist.all_reduce(total)
-        longest = vals[-1:].clone()
-        dist.all_reduce(longest, op=dist.ReduceOp.MAX)
-        vals = torch.cat([total[:-1] / world, total[-1:], longest])
-    out = {f"train_{k}": float(v) for k, v in zip(TERMS, vals[: len(TERMS)])}
-    rows, seconds = float(vals[-2]), float(vals[-1])
-    out.update(train_rows=rows, train_seconds=seconds, samples_per_s=rows / seconds if seconds > 0 else 0.0)
-    return out
+def fit(run: RunConfig, model, core: CMMD, optimizer, rows: RankRows, gen: torch.Generator, resume: ResumeState,
+        rank: int, world: int, on_step: StepHook | None = None,
+        metrics: WorkerMetrics | None = None) -> tuple[list[dict], torch.optim.Optimizer]:
+    """The epochs after ``resume``: pretraining, then supervised up to ``train.epochs``; validate (rank 0, unless
+    a retrain), checkpoint and report every epoch.
 
-
-def fit(run: RunConfig, model, core: CMMD, optimizer, data: dict, gen: torch.Generator, resume: ResumeState,
-        rank: int, world: int, crash: CrashOnce | None = None, metrics: WorkerMetrics | None = None) -> list[dict]:
-    """Epochs ``resume.epoch + 1 .. train.epochs``: train, validate (rank 0), checkpoint and report every epoch.
-
-    Stops early, on every rank alike, after ``train.patience`` epochs without validation improvement."""
+    Stops early, on every rank alike, after ``train.patience`` supervised epochs without validation improvement.
+    Returns the history and the optimiser of the last stage (the supervised stage builds its own)."""
     w = loss_weights(run)
-    shard = data["train"].shard(rank, world)
     gather = gather_for(run.loss.mmd_scope)
     device = next(core.parameters()).device
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if run.distributed.bf16 else None
+    autocast = autocast_for(device, run.distributed.bf16)
+    validates = rows.validates
     resumed_from = resume.epoch  # completed epochs this attempt started from (0: a fresh start)
-    for epoch in range(resume.epoch + 1, run.train.epochs + 1):
-        batches = iterate_batches(shard, run.train.batch_size, gen, start_batch=resume.batch)
-        m = train_epoch(model, core, batches, optimizer, w, gather=gather, world_size=world, autocast=autocast,
-                        on_step=crash.hook(epoch, rank) if crash else None)
-        row = {"epoch": epoch, "resumed_from": resumed_from, **_group_mean(m, device, world)}
-        if rank == 0:
-            val = evaluate_model(core, data["val"], with_collapse=False)
-            row.update(val_metric=val["metric"], val_rmse=val["rmse"],
-                       val_loss=evaluate_loss(core, iterate_batches(data["val"], 1024, shuffle=False), w)["loss"])
-            if val["metric"] < resume.best_metric:
-                resume.best_metric, resume.best_epoch = val["metric"], epoch
-                resume.best_state = {k: v.detach().to("cpu", copy=True) for k, v in core.state_dict().items()}
-        if world > 1:  # only rank 0 validates: share its best epoch so that every rank stops together
+    while True:
+        stage, k = resume.next_stage(run.train.pretrain_epochs)
+        if stage == "supervised" and k > run.train.epochs:
+            break
+        if stage == "supervised" and k == 1 and resume.epoch:  # the supervised stage starts its own Adam moments
+            optimizer = make_optimizer(core.parameters(), run.train)
+        epoch = resume.epoch + 1
+        pretrain = stage == "pretrain"
+        step_hook = (lambda step, _terms, e=epoch: on_step(e, step, rank)) if on_step else None
+        batches = iterate_batches(rows.pretrain if pretrain else rows.supervised, run.train.batch_size, gen,
+                                  start_batch=resume.batch)
+        m = train_epoch(model, core, batches, optimizer, w, gather=gather, world_size=world, pretrain=pretrain,
+                        autocast=autocast, on_step=step_hook)
+        row = {"stage": stage, "epoch": epoch, f"{stage}_epoch": k, "resumed_from": resumed_from,
+               **group_mean(m, device, world)}
+        if rank == 0 and validates:
+            val = evaluate_model(core, rows.val, with_collapse=False)
+            row.update(val_rmse=val["rmse"])
+            if not pretrain:  # an untrained classifier's metric is no figure to select on
+                row.update(val_metric=val["metric"],
+                           val_loss=evaluate_loss(core, iterate_batches(rows.val, 1024, shuffle=False), w)["loss"])
+                if val["metric"] < resume.best_metric:
+                    resume.best_metric, resume.best_epoch = val["metric"], k
+                    resume.best_state = {n: v.detach().to("cpu", copy=True) for n, v in core.state_dict().items()}
+        if world > 1 and validates and not pretrain:  # share rank 0's best epoch: every rank stops together
             best = torch.tensor([resume.best_epoch], device=device)
             dist.broadcast(best, src=0)
             resume.best_epoch = int(best)
         if metrics is not None:
             metrics.record_epoch(row, m["samples_per_s"])
         resume.history.append(row)
-        resume.epoch, resume.batch = epoch, 0
+        resume.advance(stage, k)
         with tempfile.TemporaryDirectory() as folder:
             save_checkpoint(folder, rank, core, optimizer, gen, resume)
             ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(folder),
                              checkpoint_dir_name=f"checkpoint_epoch_{epoch:05d}")
         if metrics is not None:
             metrics.checkpoint_saved()
-        if epoch - resume.best_epoch >= run.train.patience:
+        if validates and not pretrain and k - resume.best_epoch >= run.train.patience:
             break
-    return resume.history
+    return resume.history, optimizer
 
 
-def run_distributed(run: RunConfig, s3: S3Settings | None = None, crash: CrashOnce | None = None,
+def run_distributed(run: RunConfig, s3: S3Settings | None = None, on_step: StepHook | None = None,
                     log=print) -> tuple[dict, Path]:
     """Fit on Ray Train; write config.yaml, history.jsonl, metrics.json, model.pt under ``output_dir``."""
     t0 = time.time()
-    if run.train.pretrain_epochs:
-        raise UserError("train.pretrain_epochs: not supported by distributed training yet (set it to 0 or drop --workers)")
     check_data(run)  # before Ray starts: a bad dataset name, manifest or scenario costs nothing
-    trainer = setup(run, s3, crash)
+    trainer = setup(run, s3, on_step)
     check_resources(run)
     result = _RunFolder(run, trainer.run_config.name, s3).fit(trainer)
     results = dict(result.return_value)
@@ -271,6 +300,33 @@ def run_distributed(run: RunConfig, s3: S3Settings | None = None, crash: CrashOn
     torch.save({"state_dict": weights, "model_config": results["model_config"]}, out / "model.pt")
     log(f"distributed run: {results['epochs_run']} epochs on {results['workers']} workers; checkpoints {result.checkpoint.path}")
     return results, out
+
+
+def retrain_distributed(run: RunConfig, epochs: int, s3: S3Settings | None = None, on_step: StepHook | None = None,
+                        log=print) -> dict:
+    """A sweep's champion retrain on Ray Train: ``train.pretrain_epochs`` pretraining epochs, then ``epochs``
+    supervised ones on train+val (no validation, no early stop), the final weights tested ONCE on rank 0.
+
+    Checkpointed every epoch like any distributed run, under ``<distributed.storage>/<distributed.name>``:
+    a retrain started again under the same name (the sweep's ``--resume`` after its driver died) goes on from
+    its latest checkpoint, and one that had finished only reports again. Returns model (on the CPU),
+    model_config, history, epochs, test, workers, device and checkpoint."""
+    spec = check_data(run)
+    run = run.model_copy(update={"train": run.train.model_copy(update={"epochs": epochs})})
+    trainer = setup(run, s3, on_step, retrain=True)
+    check_resources(run)
+    result = _RunFolder(run, trainer.run_config.name, s3).fit(trainer)
+    value = dict(result.return_value)
+    with result.checkpoint.as_directory() as folder:
+        state = load_file(Path(folder) / STATE_FILE)  # weights_only: the checkpoint bucket is not trusted code
+    cfg = model_config(run, spec)
+    core = CMMD(cfg)
+    core.load_state_dict(state["model"])
+    log(f"retrain: {value['epochs_run']} epochs on {value['workers']} workers ({value['device']}); "
+        f"checkpoints {result.checkpoint.path}")
+    return {"model": core.eval(), "model_config": cfg, "history": value["history"], "epochs": epochs,
+            "test": value["test"], "workers": value["workers"], "device": value["device"],
+            "placement": value["placement"], "checkpoint": result.checkpoint.path}
 
 
 def check_resources(run: RunConfig) -> None:

@@ -14,7 +14,7 @@ import torch
 from cmmd_dist.model import CMMD, LossWeights, PriorClassifier, classification_loss, cmmd_loss
 from cmmd_dist.model.mmd import Gather
 
-__all__ = ["train_step", "train_epoch", "evaluate_loss", "baseline_epoch"]
+__all__ = ["train_step", "train_epoch", "evaluate_loss", "baseline_epoch", "placement"]
 
 
 def _early_gather(gather: Gather | None, w: LossWeights):
@@ -106,3 +106,14 @@ def baseline_epoch(model: PriorClassifier, batches: Iterable[dict], optimizer: t
         total += float(loss.detach()) * n
         rows += n
     return total / max(rows, 1)
+
+
+def placement(model: torch.nn.Module, optimizer: torch.optim.Optimizer, rows) -> dict[str, list[str]]:
+    """Where a trainer's state lives: the devices of the parameters, of the optimiser's state tensors (Adam's
+    moments; empty before the first step) and of the rows its batches are cut from (``SplitTensors`` or a
+    ``RowView`` of them). One device each, the one the run was given, is the rule every path keeps."""
+    base = getattr(rows, "base", rows)
+    state = [t for st in optimizer.state.values() for k, t in st.items() if torch.is_tensor(t) and k != "step"]
+    return {"params": sorted({str(p.device) for p in model.parameters()}),
+            "optimizer": sorted({str(t.device) for t in state}),
+            "batches": sorted({str(t.device) for t in [base.y, *base.obs.values(), *base.mis.values()]})}

@@ -1,6 +1,14 @@
 """Single-process training: seeded, early-stopped on validation, evaluated on test, with the M-x_o baseline.
 
 Writes ``<output_dir>/<dataset>-<timestamp>/``: config.yaml, history.jsonl, metrics.json, model.pt.
+
+Device: model, optimiser state and rows live on ``train.device``, or on CUDA with ``--use-gpu``
+(``distributed.use_gpu`` without workers); ``--bf16`` autocasts the forward pass as under Ray Train.
+Stages (Flickr's recipe, as in every training path): ``train.pretrain_epochs`` epochs with no label to the
+encoder and no classifier term, on the labelled training rows plus the dataset's ``unlabeled`` rows, then
+the ``supervised`` epochs with a fresh optimiser. Each history row carries ``stage`` and ``epoch``, which
+counts on across the stages, plus ``pretrain_epoch`` or ``supervised_epoch``; ``best_epoch`` counts
+supervised epochs.
 """
 
 from __future__ import annotations
@@ -21,11 +29,13 @@ from cmmd_dist.datasets.spec import DatasetBundle, DatasetSpec
 from cmmd_dist.errors import UserError, one_line
 from cmmd_dist.evaluate import evaluate_baseline, evaluate_model
 from cmmd_dist.model import CMMD, PriorClassifier
-from cmmd_dist.train.batches import SplitTensors, iterate_batches
+from cmmd_dist.train.batches import RowView, SplitTensors, iterate_batches
 from cmmd_dist.train.build import loss_weights, model_config
-from cmmd_dist.train.loop import baseline_epoch, evaluate_loss, train_epoch
+from cmmd_dist.train.loop import baseline_epoch, evaluate_loss, placement, train_epoch
+from cmmd_dist.train.optim import make_optimizer
 
-__all__ = ["check_data", "fit", "run_training", "retrain_and_test", "retrain_baseline_and_test", "seed_everything", "split_tensors"]
+__all__ = ["check_data", "fit", "run_training", "retrain_and_test", "retrain_baseline_and_test", "seed_everything",
+           "split_tensors", "train_device", "stage_rows"]
 
 
 def check_data(run: RunConfig) -> DatasetSpec:
@@ -62,20 +72,61 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def train_device(run: RunConfig) -> torch.device:
+    """Where a single-process run trains: ``train.device``, or CUDA when ``distributed.use_gpu`` (``--use-gpu``)
+    asks for a GPU and the device is left at cpu. CUDA asked for where there is none is a UserError."""
+    name = "cuda" if run.distributed.use_gpu and run.train.device == "cpu" else run.train.device
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise UserError(f"train.device {name!r}: {one_line(err)}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        flag = "--use-gpu" if run.distributed.use_gpu else f"train.device {name!r}"
+        raise UserError(f"{flag}: no CUDA device here (torch {torch.__version__}); drop it to train on the CPU")
+    return device
+
+
+def _on_device(run: RunConfig) -> RunConfig:
+    return run.model_copy(update={"train": run.train.model_copy(update={"device": str(train_device(run))})})
+
+
+def _autocast(run: RunConfig, device: torch.device):
+    """bf16 autocast of the forward pass (``distributed.bf16``, ``--bf16``), as the Ray Train paths do."""
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if run.distributed.bf16 else None
+
+
 def split_tensors(bundle: DatasetBundle, run: RunConfig) -> dict[str, SplitTensors]:
+    """Every split on ``train.device``; the extra ones (Flickr's unlabeled rows) only when pretraining uses them."""
     observed, missing = bundle.spec.split_modalities(run.data.scenario)
     obs, mis = [m.name for m in observed], [m.name for m in missing]
-    return {name: SplitTensors.from_split(s, obs, mis, run.train.device) for name, s in bundle.splits().items()}
+    splits = bundle.splits() if run.train.pretrain_epochs else {"train": bundle.train, "val": bundle.val, "test": bundle.test}
+    return {name: SplitTensors.from_split(s, obs, mis, run.train.device) for name, s in splits.items()}
 
 
-def _pretrain_data(data: dict[str, SplitTensors]) -> SplitTensors:
-    """Labeled train rows plus unlabeled rows (labels unused: the encoder gets zeros, no classifier)."""
-    parts = [data["train"]] + ([data["unlabeled"]] if "unlabeled" in data else [])
-    return SplitTensors(
-        obs={k: torch.cat([p.obs[k] for p in parts]) for k in parts[0].obs},
-        mis={k: torch.cat([p.mis[k] for p in parts]) for k in parts[0].mis},
-        y=torch.cat([torch.zeros_like(parts[0].y[:1]).expand(len(p), *parts[0].y.shape[1:]) for p in parts]),
-    )
+def stage_rows(labelled: SplitTensors, unlabeled: SplitTensors | None) -> tuple[RowView, RowView]:
+    """(supervised rows, pretraining rows) over ONE copy of the rows: the labelled rows, and the labelled
+    rows followed by the unlabeled ones with every label hidden (the encoder gets zeros, no classifier)."""
+    pool = labelled
+    if unlabeled is not None and len(unlabeled):
+        y = torch.zeros((len(unlabeled), *labelled.y.shape[1:]), dtype=labelled.y.dtype, device=labelled.y.device)
+        pool = SplitTensors.concat([labelled, SplitTensors(obs=unlabeled.obs, mis=unlabeled.mis, y=y)])
+    return (RowView(pool, torch.arange(len(labelled))),
+            RowView(pool, torch.arange(len(pool)), hide_labels=True))
+
+
+def _pretrain(core: CMMD, run: RunConfig, rows: RowView, gen: torch.Generator, history: list[dict], on_epoch,
+              autocast=None) -> None:
+    """The pretraining stage, its own optimiser; appends its rows to ``history``."""
+    if not run.train.pretrain_epochs:
+        return
+    opt = make_optimizer(core.parameters(), run.train)
+    w = loss_weights(run)
+    for k in range(1, run.train.pretrain_epochs + 1):
+        m = train_epoch(core, core, iterate_batches(rows, run.train.batch_size, gen), opt, w, pretrain=True,
+                        autocast=autocast)
+        history.append({"stage": "pretrain", "epoch": len(history) + 1, "pretrain_epoch": k,
+                        **{f"train_{t}": v for t, v in m.items()}})
+        on_epoch(history[-1])
 
 
 def fit(run: RunConfig, bundle: DatasetBundle, log=print, on_epoch=None) -> dict:
@@ -85,30 +136,28 @@ def fit(run: RunConfig, bundle: DatasetBundle, log=print, on_epoch=None) -> dict
     on_epoch = on_epoch or (lambda row: None)
     if run.train.threads:
         torch.set_num_threads(run.train.threads)
+    run = _on_device(run)
+    device = torch.device(run.train.device)
+    autocast = _autocast(run, device)
     gen = seed_everything(run.train.seed)
     cfg = model_config(run, bundle.spec)
     w = loss_weights(run)
     data = split_tensors(bundle, run)
-    core = CMMD(cfg).to(run.train.device)
+    supervised, pre = stage_rows(data["train"], data.get("unlabeled"))
+    core = CMMD(cfg).to(device)
     bs = run.train.batch_size
     history: list[dict] = []
+    _pretrain(core, run, pre, gen, history, on_epoch, autocast)
 
-    if run.train.pretrain_epochs:
-        pre = _pretrain_data(data)
-        opt = torch.optim.Adam(core.parameters(), lr=run.train.lr)
-        for ep in range(run.train.pretrain_epochs):
-            m = train_epoch(core, core, iterate_batches(pre, bs, gen), opt, w, pretrain=True)
-            history.append({"stage": "pretrain", "epoch": ep + 1, **{f"train_{k}": v for k, v in m.items()}})
-            on_epoch(history[-1])
-
-    opt = torch.optim.Adam(core.parameters(), lr=run.train.lr)
+    opt = make_optimizer(core.parameters(), run.train)  # the supervised stage starts its own Adam moments
     best, best_state, best_epoch, waited = float("inf"), None, 0, 0
     bar = tqdm(range(1, run.train.epochs + 1), desc=f"cmmd {bundle.spec.name}", disable=not run.train.progress)
     for epoch in bar:
-        m = train_epoch(core, core, iterate_batches(data["train"], bs, gen), opt, w)
+        m = train_epoch(core, core, iterate_batches(supervised, bs, gen), opt, w, autocast=autocast)
         val = evaluate_model(core, data["val"], with_collapse=False)
         val_loss = evaluate_loss(core, iterate_batches(data["val"], 1024, shuffle=False), w)["loss"]
-        row = {"stage": "train", "epoch": epoch, **{f"train_{k}": v for k, v in m.items()},
+        row = {"stage": "supervised", "epoch": len(history) + 1, "supervised_epoch": epoch,
+               **{f"train_{k}": v for k, v in m.items()},
                "val_metric": val["metric"], "val_loss": val_loss, "val_rmse": val["rmse"]}
         history.append(row)
         on_epoch(row)
@@ -123,12 +172,13 @@ def fit(run: RunConfig, bundle: DatasetBundle, log=print, on_epoch=None) -> dict
     core.load_state_dict(best_state)
     test = evaluate_model(core, data["test"])
     results = {"dataset": bundle.spec.name, "best_epoch": best_epoch, "epochs_run": history[-1]["epoch"],
-               "val_metric": best, "test": test, "history": history, "model": core, "model_config": cfg}
+               "val_metric": best, "test": test, "history": history, "model": core, "model_config": cfg,
+               "device": str(device), "placement": placement(core, opt, supervised)}
 
     if run.train.baseline:
         seed_everything(run.train.seed)
-        base = PriorClassifier(cfg).to(run.train.device)
-        bopt = torch.optim.Adam(base.parameters(), lr=run.train.lr)
+        base = PriorClassifier(cfg).to(device)
+        bopt = make_optimizer(base.parameters(), run.train)
         bbest, bstate, bwait = float("inf"), None, 0
         for epoch in tqdm(range(1, run.train.epochs + 1), desc="M-x_o baseline", disable=not run.train.progress):
             baseline_epoch(base, iterate_batches(data["train"], bs, gen), bopt)
@@ -164,33 +214,45 @@ def run_training(run: RunConfig, log=print) -> tuple[dict, Path]:
         results = fit(run, bundle, log=log, on_epoch=write_row)
     results["seconds"] = time.time() - t0
     (out / "metrics.json").write_text(json.dumps({k: v for k, v in _json_ready(results).items() if k != "history"}, indent=2))
-    torch.save({"state_dict": results["model"].state_dict(), "model_config": results["model_config"].to_dict()}, out / "model.pt")
+    weights = {k: v.detach().cpu() for k, v in results["model"].state_dict().items()}  # loadable without the GPU
+    torch.save({"state_dict": weights, "model_config": results["model_config"].to_dict()}, out / "model.pt")
     return results, out
 
 
-def _dev_and_test(run: RunConfig, bundle: DatasetBundle) -> tuple[SplitTensors, SplitTensors]:
+def _dev_and_test(run: RunConfig, bundle: DatasetBundle) -> tuple[SplitTensors, SplitTensors, SplitTensors | None]:
+    """(train+val rows, test rows, the unlabeled rows when pretraining) on ``train.device``."""
     from cmmd_dist.folds import development_split
 
     observed, missing = bundle.spec.split_modalities(run.data.scenario)
     obs, mis = [m.name for m in observed], [m.name for m in missing]
+    extra = bundle.extra.get("unlabeled") if run.train.pretrain_epochs else None
     return (SplitTensors.from_split(development_split(bundle), obs, mis, run.train.device),
-            SplitTensors.from_split(bundle.test, obs, mis, run.train.device))
+            SplitTensors.from_split(bundle.test, obs, mis, run.train.device),
+            None if extra is None else SplitTensors.from_split(extra, obs, mis, run.train.device))
 
 
 def retrain_and_test(run: RunConfig, bundle: DatasetBundle, epochs: int, log=print) -> dict:
-    """Train on train+val for a fixed number of epochs (chosen by cross-validation), then test ONCE."""
+    """Pretrain (``train.pretrain_epochs``), then train on train+val for a fixed number of supervised epochs
+    (chosen by cross-validation), then test ONCE. In one process; a sweep retrains on Ray Train
+    (``distributed.retrain_distributed``)."""
     if run.train.threads:
         torch.set_num_threads(run.train.threads)
+    run = _on_device(run)
+    device = torch.device(run.train.device)
+    autocast = _autocast(run, device)
     gen = seed_everything(run.train.seed)
     cfg = model_config(run, bundle.spec)
     w = loss_weights(run)
-    dev, test = _dev_and_test(run, bundle)
-    core = CMMD(cfg).to(run.train.device)
-    opt = torch.optim.Adam(core.parameters(), lr=run.train.lr)
-    history = []
+    dev, test, unlabeled = _dev_and_test(run, bundle)
+    supervised, pre = stage_rows(dev, unlabeled)
+    core = CMMD(cfg).to(device)
+    history: list[dict] = []
+    _pretrain(core, run, pre, gen, history, lambda row: None, autocast)
+    opt = make_optimizer(core.parameters(), run.train)
     for epoch in tqdm(range(1, epochs + 1), desc="retrain on train+val", disable=not run.train.progress):
-        m = train_epoch(core, core, iterate_batches(dev, run.train.batch_size, gen), opt, w)
-        history.append({"stage": "retrain", "epoch": epoch, **{f"train_{k}": v for k, v in m.items()}})
+        m = train_epoch(core, core, iterate_batches(supervised, run.train.batch_size, gen), opt, w, autocast=autocast)
+        history.append({"stage": "supervised", "epoch": len(history) + 1, "supervised_epoch": epoch,
+                        **{f"train_{k}": v for k, v in m.items()}})
     return {"model": core, "model_config": cfg, "history": history, "epochs": epochs, "test": evaluate_model(core, test)}
 
 
@@ -199,9 +261,10 @@ def retrain_baseline_and_test(run: RunConfig, bundle: DatasetBundle, epochs: int
     ``retrain_and_test``: train+val, ``epochs`` epochs, the run's batch size and learning rate; tested ONCE."""
     if run.train.threads:
         torch.set_num_threads(run.train.threads)
+    run = _on_device(run)
     gen = seed_everything(run.train.seed)
-    dev, test = _dev_and_test(run, bundle)
+    dev, test, _ = _dev_and_test(run, bundle)
     model = PriorClassifier(model_config(run, bundle.spec)).to(run.train.device)
-    opt = torch.optim.Adam(model.parameters(), lr=run.train.lr)
+    opt = make_optimizer(model.parameters(), run.train)
     losses = [baseline_epoch(model, iterate_batches(dev, run.train.batch_size, gen), opt) for _ in range(epochs)]
     return {"model": model, "train_loss": losses, "epochs": epochs, "test": evaluate_baseline(model, test)}

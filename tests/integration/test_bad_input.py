@@ -156,9 +156,8 @@ CASES: list[Case] = [
     Case("train-unknown-dataset", [*CLI, "train", "--dataset", "digits3v", *TRAIN_OUT], "unknown dataset 'digits3v'"),
     Case("train-unknown-scenario", [*CLI, "train", "--config", "{tmp}/run.yaml", *TRAIN_OUT],
          "has no scenario 'view9'", write_text("run.yaml", "data:\n  scenario: view9\n")),
-    Case("train-pretrain-distributed", [*CLI, "train", "--config", "{tmp}/run.yaml", "--workers", "2", *TRAIN_OUT],
-         "train.pretrain_epochs: not supported by distributed training",
-         write_text("run.yaml", "train:\n  pretrain_epochs: 1\n")),
+    Case("train-pretrain-negative", [*CLI, "train", "--config", "{tmp}/run.yaml", *TRAIN_OUT],
+         "train.pretrain_epochs: Input should be greater than or equal to 0", write_text("run.yaml", "train:\n  pretrain_epochs: -1\n")),
     Case("train-resume-nothing", [*CLI, "train", "--resume", "{tmp}/runs/ray/none"], "no run to resume there"),
     # train: prepared datasets with a damaged shard (found while loading, before training)
     Case("train-shard-checksum", [*CLI, "train", "--data", "{tmp}/data", *TRAIN_OUT],

@@ -13,7 +13,8 @@ import torch
 from cmmd_dist.cli import main as cli_main
 from cmmd_dist.config import load_run_config
 from cmmd_dist.storage import create_bucket, resolve
-from cmmd_dist.train.distributed import CrashOnce, run_distributed
+from cmmd_dist.train.distributed import run_distributed
+from crash_drill import CrashOnce
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +48,7 @@ def check_recovered(results, marker, epochs: int, crashed_epoch: int) -> None:
 def test_two_workers_recover_from_a_killed_worker(ray_session, tmp_path):
     run = tiny_run(tmp_path, epochs=3, storage=str(tmp_path / "ray"), name="local-recovery")
     marker = tmp_path / "crashed"
-    results, out = run_distributed(run, crash=CrashOnce(str(marker), epoch=2, rank=1, step=1))
+    results, out = run_distributed(run, on_step=CrashOnce(str(marker), epoch=2, rank=1, step=1))
     check_recovered(results, marker, epochs=3, crashed_epoch=2)
     saved = sorted(p.name for p in (tmp_path / "ray" / "local-recovery").glob("checkpoint_epoch_*"))
     assert saved == [f"checkpoint_epoch_{e:05d}" for e in (1, 2, 3)]
@@ -66,7 +67,7 @@ def test_recovery_with_checkpoints_on_s3(ray_session, s3_server, tmp_path, monke
     create_bucket("cmmd-train", s3_server.settings)
     run = tiny_run(tmp_path, epochs=3, storage="s3://cmmd-train/runs", name="s3-recovery")
     marker = tmp_path / "crashed"
-    results, _ = run_distributed(run, s3=s3_server.settings, crash=CrashOnce(str(marker), epoch=3, rank=0, step=2))
+    results, _ = run_distributed(run, s3=s3_server.settings, on_step=CrashOnce(str(marker), epoch=3, rank=0, step=2))
     check_recovered(results, marker, epochs=3, crashed_epoch=3)
     assert results["checkpoint"].startswith("cmmd-train/runs/s3-recovery/checkpoint_epoch_00003")
     fs, path = resolve("s3://cmmd-train/runs/s3-recovery/checkpoint_epoch_00003", s3_server.settings)

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from cmmd_dist.config import load_run_config
-from cmmd_dist.train.distributed import CrashOnce, run_distributed
+from cmmd_dist.train.distributed import run_distributed
+from crash_drill import CrashOnce
 
 pytestmark = pytest.mark.integration
 
@@ -132,7 +133,7 @@ def scraped(ray_session, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("scrape")
     t0 = time.monotonic()
     results, _ = run_distributed(tiny_run(tmp, "scrape-train"),
-                                 crash=CrashOnce(str(tmp / "crashed"), epoch=2, rank=1, step=1))
+                                 on_step=CrashOnce(str(tmp / "crashed"), epoch=2, rank=1, step=1))
     assert results["epochs_run"] == 2 and (tmp / "crashed").exists()
     scraper.wait_for(lambda: sum(scraper.values("ray_cmmd_train_checkpoints_total", run="scrape-train").values()) >= 2
                      and len(scraper.values("ray_cmmd_train_worker_samples_per_s", run="scrape-train")) >= 2)

@@ -44,33 +44,47 @@ def client_env() -> dict:
     return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
 
 
+SWEEP_ID = "s3://mlflow/sweeps/sweep-digits2v-20260101-120000"  # what cmmd_dist.tune names a sweep's folder
+SWEEP_NAME = SWEEP_ID.rsplit("/", 1)[1]
+
+
 @pytest.fixture(scope="module")
 def sweep(mlflow_server):
-    tracker = Tracker(mlflow_server.uri)
+    """The sweep driver's tracking (``SweepRecorder`` events, then ``finish``), with two real tiny trainings."""
+    from cmmd_dist.sweep_tracking import sweep_figures
+    from cmmd_dist.tracking import SweepRecorder
+
     bundle = load_bundle(tiny_run(0.5).data)
-    parent = tracker.start_sweep("digits2v", None, {"lam": {"dist": "uniform", "low": 0, "high": 1}},
-                                 tags={"ray_job_id": "test-job"}, sweep_id="it-sweep")
+    rec = SweepRecorder("digits2v", None, {"lam": {"dist": "uniform", "low": 0, "high": 1}},
+                        tags={"ray_job_id": "test-job"}, sweep_id=SWEEP_ID, uri=mlflow_server.uri)
+    tracker, parent = rec.tracker, rec.parent
     trials = []
     for i, lam in enumerate(LAMBDAS):
-        run_id = tracker.trial_run(parent, f"trial-{i}", tiny_run(lam).model_dump())
+        trial_id = f"trial-{i}"
+        rec.trial_started(trial_id, tiny_run(lam).model_dump())
+        run_id = rec.runs[trial_id]
         res = fit(tiny_run(lam), bundle, log=lambda *_: None,
-                  on_epoch=lambda row, run_id=run_id: tracker.log_epoch(run_id, row["epoch"], row))
-        tracker.end_run(run_id)
+                  on_epoch=lambda row, trial_id=trial_id: rec.trial_result(trial_id, row))
+        rec.trial_finished(trial_id)
         trials.append({"lam": lam, "cv_mean": res["val_metric"], "run_id": run_id, "res": res})
     best = min(trials, key=lambda t: t["cv_mean"])
-    final = tracker.retrain_run(parent, tiny_run(best["lam"]).model_dump())  # the sweep retrains; reused here
-    core, res = best["res"]["model"], best["res"]
+    core, res = best["res"]["model"], best["res"]  # the sweep retrains the best; its training is reused here
     test = SplitTensors.from_split(bundle.test, ["view1"], ["view2"])
     lam1 = trials[-1]["res"]["test"]
     figs = report_figures(core, test, history=res["history"], trials=trials,
                           collapse={"lambda=1": (lam1["collapse_eps"], lam1["collapse"])})
-    tracker.log_final(final, res["test"], {**figs, "summary.json": {"best_lam": best["lam"]}})
-    uri = tracker.register_best(final, core, bundle.spec, res["test"], "digits2v", None,
-                                {"view1": bundle.test.arrays["view1"][:3]})
-    tracker.end_run(final)
-    tracker.end_run(parent)
-    return {"tracker": tracker, "parent": parent, "final": final, "trials": trials, "uri": uri, "core": core,
-            "bundle": bundle, "figs": sorted(figs)}
+    rows = [{"params": {"loss.lam": t["lam"]}, "best_cv_metric": t["cv_mean"], "cv_std": 0.0, "epochs_run": 2,
+             "stopped_early": False, "error": None} for t in trials]
+    summary = {"trials": rows, "best": next(r for r in rows if r["params"]["loss.lam"] == best["lam"]),
+               "test": res["test"], "trials_failed": 0, "trial_epochs_total": 4, "search_seconds": 12.5}
+    figures = sweep_figures(summary)
+    uri = rec.finish(core, bundle.spec, res["test"], tiny_run(best["lam"]).model_dump(),
+                     {"view1": bundle.test.arrays["view1"][:3]}, {**figs, "summary.json": {"best_lam": best["lam"]}},
+                     figures)
+    exp = tracker.client.get_run(parent).info.experiment_id
+    final = tracker.client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent}' and tags.trial_id = 'retrain'")
+    return {"tracker": tracker, "parent": parent, "final": final[0].info.run_id, "trials": trials, "uri": uri,
+            "core": core, "bundle": bundle, "figs": sorted(figs), "figures": figures}
 
 
 def test_runs_metrics_and_png_artifacts(sweep, tmp_path):
@@ -118,16 +132,56 @@ def test_ui_rest_api_lists_the_sweep(sweep, mlflow_server):
     assert model["model_version"]["run_id"] == sweep["final"]
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium not installed (apt-get install chromium)")
-def test_ui_in_headless_chromium_shows_the_sweep(sweep, mlflow_server, tmp_path):
-    exp_id = sweep["tracker"].client.get_experiment_by_name("cmmd-digits2v").experiment_id
-    out = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                          f"--user-data-dir={tmp_path}", "--virtual-time-budget=20000", "--window-size=1400,900",
-                          "--dump-dom", f"{mlflow_server.uri}/#/experiments/{exp_id}/runs"],
-                         capture_output=True, text=True, timeout=120)
+def chromium(url: str, profile, *args: str) -> subprocess.CompletedProcess:
+    """Headless Chromium on ``url``, the page given 20 s of virtual time to run its scripts and fetches."""
+    return subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                           f"--user-data-dir={profile}", "--virtual-time-budget=20000", "--window-size=1600,1000",
+                           "--hide-scrollbars", *args, url], capture_output=True, text=True, timeout=180)
+
+
+NO_CHROMIUM = "headless Chromium not installed (apt-get install chromium)"
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason=NO_CHROMIUM)
+def test_ui_runs_table_shows_the_sweep_by_name_with_its_figures(sweep, mlflow_server, tmp_path):
+    c = sweep["tracker"].client
+    exp_id = c.get_experiment_by_name("cmmd-digits2v").experiment_id
+    page = f"{mlflow_server.uri}/#/experiments/{exp_id}/runs"
+    out = chromium(page, tmp_path / "profile", "--dump-dom")
     dom = out.stdout
-    assert ">it-sweep<" in dom, f"sweep run not in the rendered page ({len(dom)} chars): {out.stderr[-500:]}"
+    assert f">{SWEEP_NAME}<" in dom, f"sweep run not in the rendered page ({len(dom)} chars): {out.stderr[-500:]}"
     assert "<strong>4</strong> matching runs" in dom  # the parent, its two trials and the retrain nested beneath
+    assert ">Training runs<" in dom  # a model-training experiment, not the GenAI traces view
+    # MLflow 3.17's table starts with no metric column: a shared view (what the UI's Share button stores as an
+    # experiment tag) picks the sweep's figures as columns
+    figures = ["best_cv_mean", "test_error", "trials_pruned"]
+    view = {"selectedColumns": ["attributes.`Source`", *(f"metrics.`{k}`" for k in figures)]}
+    c.set_experiment_tag(exp_id, "mlflow.sharedViewState.sweep-figures", json.dumps(view))
+    shared = f"{page}?viewStateShareKey=sweep-figures"
+    dom = chromium(shared, tmp_path / "profile", "--dump-dom").stdout
+    assert f">{SWEEP_NAME}<" in dom
+    for figure in figures:
+        assert f'col-id="metrics.`{figure}`"' in dom and f">{figure}<" in dom, f"no {figure} column in the runs table"
+    shot = tmp_path / "runs.png"
+    chromium(shared, tmp_path / "profile", f"--screenshot={shot}")
+    assert imread(shot).shape[:2] == (1000, 1600)
+    # the sweep run's own page lists its figures without any view set up
+    dom = chromium(f"{page}/{sweep['parent']}", tmp_path / "profile", "--dump-dom").stdout
+    assert f">{SWEEP_NAME}<" in dom and ">best_cv_mean<" in dom and ">trials_finished<" in dom
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason=NO_CHROMIUM)
+def test_ui_champion_page_names_its_sweep_and_figures(sweep, mlflow_server, tmp_path):
+    mv = sweep["tracker"].model_version("cmmd-digits2v")
+    page = f"{mlflow_server.uri}/#/models/cmmd-digits2v/versions/{mv.version}"
+    out = chromium(page, tmp_path / "profile", "--dump-dom")
+    dom = out.stdout
+    assert f"Champion of sweep {SWEEP_NAME}" in dom, f"no description in the page ({len(dom)} chars): {out.stderr[-500:]}"
+    assert 'title="champion"' in dom  # the alias tag
+    assert SWEEP_ID in dom and "sweep.best_cv_mean" in dom  # the version's tags
+    shot = tmp_path / "champion.png"
+    chromium(page, tmp_path / "profile", f"--screenshot={shot}")
+    assert imread(shot).shape[:2] == (1000, 1600)
 
 
 def test_registered_model_in_a_fresh_process_predicts_like_the_model(sweep, mlflow_server, tmp_path):

@@ -49,7 +49,8 @@ def test_same_seed_same_result(bundle):
 def test_pretraining_stage_runs_then_initialises_full_model(bundle):
     res = fit(small_run(epochs=2, pretrain_epochs=2), bundle)
     stages = [h["stage"] for h in res["history"]]
-    assert stages == ["pretrain", "pretrain", "train", "train"]
+    assert stages == ["pretrain", "pretrain", "supervised", "supervised"]
+    assert [h["epoch"] for h in res["history"]] == [1, 2, 3, 4]  # counted on across the stages, as in CV trials
     assert res["history"][0]["train_ce"] == 0.0 and res["history"][2]["train_ce"] > 0
 
 
