@@ -166,15 +166,11 @@ def main(config: dict) -> dict | None:
     torch.set_num_threads(run.train.threads or run.distributed.cpus_per_worker)
     device = ray.train.torch.get_device()
     run = run.model_copy(update={"train": run.train.model_copy(update={"device": str(device)})})
-    try:  # bad shards are found here, on every rank alike: a marker for the driver, not a retried failure
-        bundle = load_bundle(run.data)
-        rows = rank_rows(bundle, run, rank, world, retrain, device)
-        failure = None
-    except UserError as err:
-        failure = one_line(err)
-    failure = _first_failure(failure, world)
+    # bad shards are found here, on every rank alike: a marker for the driver, not a retried failure
+    loaded, failure = _agreed(lambda: _load_rows(run, rank, world, retrain, device), world)
     if failure is not None:
         return {USER_ERROR_KEY: failure}
+    bundle, rows = loaded
     seed_everything(run.train.seed)  # the same initial weights on every rank
     core = CMMD(model_config(run, bundle.spec)).to(device)
     optimizer = make_optimizer(core.parameters(), run.train)
@@ -184,13 +180,8 @@ def main(config: dict) -> dict | None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         metrics.restored()
-        try:  # a refused checkpoint file fails the same way on every attempt
-            with checkpoint.as_directory() as folder:
-                resume = load_checkpoint(folder, rank, core, optimizer, gen)
-            failure = None
-        except UserError as err:
-            failure = one_line(err)
-        failure = _first_failure(failure, world)
+        # a refused checkpoint file fails the same way on every attempt
+        resume, failure = _agreed(lambda: _restore(checkpoint, rank, core, optimizer, gen), world)
         if failure is not None:
             return {USER_ERROR_KEY: failure}
         if not resume.rng_restored:
@@ -205,6 +196,26 @@ def main(config: dict) -> dict | None:
             "best_epoch": resume.best_epoch, "val_metric": resume.best_metric, "workers": world,
             "device": str(device), "placement": placement(core, optimizer, rows.supervised),
             "test": evaluate_model(core, rows.test), "model_config": asdict(core.cfg)}
+
+
+def _load_rows(run: RunConfig, rank: int, world: int, retrain: bool, device) -> tuple:
+    bundle = load_bundle(run.data)
+    return bundle, rank_rows(bundle, run, rank, world, retrain, device)
+
+
+def _restore(checkpoint, rank: int, core: CMMD, optimizer, gen: torch.Generator) -> ResumeState:
+    with checkpoint.as_directory() as folder:
+        return load_checkpoint(folder, rank, core, optimizer, gen)
+
+
+def _agreed(step, world: int) -> tuple[object, str | None]:
+    """``(step(), None)``, or ``(None, message)`` on EVERY rank when a user error stopped ``step`` on any rank."""
+    try:
+        value, failure = step(), None
+    except UserError as err:
+        value, failure = None, one_line(err)
+    failure = _first_failure(failure, world)
+    return (None, failure) if failure is not None else (value, None)
 
 
 def _first_failure(failure: str | None, world: int) -> str | None:
