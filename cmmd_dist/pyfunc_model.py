@@ -63,9 +63,9 @@ def save(path: str | Path, core, spec, scenario: str | None, metrics: dict, exam
     return Path(path)
 
 
-def bundle_model_code(dst: str | Path) -> Path:
-    """Copy the pure-torch package ``cmmd_dist.model`` to ``dst/cmmd_model_<digest of its source>``, its own
-    imports renamed to match; returns that folder.
+def bundle_model_code(dst: str | Path, src: str | Path | None = None) -> Path:
+    """Copy the pure-torch package ``cmmd_dist.model`` (or the package folder ``src`` written like it) to
+    ``dst/cmmd_model_<digest of its source>``, its own imports renamed to match; returns that folder.
 
     Why not ``cmmd_dist/model`` as it is: MLflow puts a model's ``code/`` first on ``sys.path``, so a bundled
     top-level ``cmmd_dist`` (holding only ``model/``) would hide an installed cmmd_dist from every later import
@@ -77,7 +77,7 @@ def bundle_model_code(dst: str | Path) -> Path:
     import re
     import sys
 
-    src = Path(importlib.import_module("cmmd_dist.model").__file__).parent
+    src = Path(src) if src else Path(importlib.import_module("cmmd_dist.model").__file__).parent
     texts = {p.relative_to(src).as_posix(): p.read_text() for p in sorted(src.rglob("*.py"))
              if "__pycache__" not in p.parts}
     name = "cmmd_model_" + hashlib.sha256(json.dumps(texts, sort_keys=True).encode()).hexdigest()[:12]
@@ -90,8 +90,8 @@ def bundle_model_code(dst: str | Path) -> Path:
                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
             for mod in mods:
                 if mod.split(".")[0] not in allowed:
-                    raise RuntimeError(f"cmmd_dist/model/{rel} imports {mod}: the registered model bundles "
-                                       "cmmd_dist/model alone and needs it to import torch only")
+                    raise RuntimeError(f"{src / rel} imports {mod}: the registered model bundles cmmd_dist/model "
+                                       "alone and needs it to import torch only")
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_text(text)
     return out

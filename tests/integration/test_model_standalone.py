@@ -78,11 +78,14 @@ def _pip(python: Path, *args: str, log: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def clean_python(champion, tmp_path_factory) -> Path:
+def clean_python(champion, tmp_path_factory):
     """The python of a virtualenv holding the model's requirements.txt and nothing of this project.
 
     Built in the session's temporary folder; with CMMD_CLEAN_VENV_CACHE=<folder> it is kept there, named by a
     digest of the requirements and torch build, and reused by later sessions (a rebuild takes minutes)."""
+    ours = torch.__version__
+    if torch.version.cuda is not None or (sys.platform == "linux" and "+cpu" not in ours):
+        pytest.skip(f"this venv's torch {ours} is not the CPU build: the clean venv would download a CUDA one")
     reqs = champion["folder"] / "requirements.txt"
     log = tmp_path_factory.getbasetemp() / "clean-venv-pip.log"
     cache = os.environ.get("CMMD_CLEAN_VENV_CACHE")
@@ -90,7 +93,8 @@ def clean_python(champion, tmp_path_factory) -> Path:
         key = hashlib.sha256(f"{reqs.read_text()}|{torch.__version__}|{sys.version}".encode()).hexdigest()[:12]
         venv = Path(cache) / f"clean-{key}"
         if (venv / "complete").exists():
-            return venv / "bin" / "python"
+            yield venv / "bin" / "python"
+            return
         shutil.rmtree(venv, ignore_errors=True)
     else:
         venv = tmp_path_factory.mktemp("clean-venv") / "venv"
@@ -98,9 +102,6 @@ def clean_python(champion, tmp_path_factory) -> Path:
     python = venv / "bin" / "python"
     # torch first, pinned with this venv's local label (2.13.0+cpu): the requirement torch==2.13.0 is then met
     # and pip never looks at the multi-GB CUDA build
-    ours = torch.__version__
-    if torch.version.cuda is not None or "+cpu" not in ours:
-        pytest.skip(f"this venv's torch {ours} is not the CPU build: the clean venv would download a CUDA one")
     if _pip(python, f"torch=={ours}", log=log).returncode:
         if _pip(python, f"torch=={ours}", "--extra-index-url", "https://download.pytorch.org/whl/cpu", log=log).returncode:
             pytest.skip(f"no source of the CPU wheel torch=={ours} for a clean venv; see {log}")
@@ -112,7 +113,9 @@ def clean_python(champion, tmp_path_factory) -> Path:
     assert names["torch"] == ours and not any(n.startswith("nvidia") for n in names)
     assert "cmmd-dist" not in names and "cmmd_dist" not in names
     (venv / "complete").write_text(reqs.read_text())
-    return python
+    yield python
+    if not cache:
+        shutil.rmtree(venv, ignore_errors=True)  # 1.7 GB: not left for pytest's three kept temporary folders
 
 
 def test_requirements_and_signature_say_what_the_model_needs(champion):
@@ -132,6 +135,25 @@ def test_requirements_and_signature_say_what_the_model_needs(champion):
     assert sig.params.params[0].name == "task"
     assert info.metadata["tasks"] == {"classify": ["label", "probs"], "generate": ["view2"], "embed": ["z"]}
     assert info.metadata["shapes"] == {"view1": [8, 8], "view2": [8, 8]}
+
+
+def test_bundled_model_code_is_renamed_and_refuses_imports_beyond_torch(tmp_path):
+    from cmmd_dist.pyfunc_model import bundle_model_code
+
+    src = tmp_path / "src" / "model"
+    src.mkdir(parents=True)
+    (src / "__init__.py").write_text("from cmmd_dist.model.net import Net\n")
+    (src / "net.py").write_text('"""cmmd_dist.models_cli stays."""\nimport math\nimport torch\nNet = torch.nn.Linear\n')
+    out = bundle_model_code(tmp_path / "code", src)
+    assert out.name.startswith("cmmd_model_")
+    assert (out / "__init__.py").read_text() == f"from {out.name}.net import Net\n"
+    assert "cmmd_dist.models_cli stays" in (out / "net.py").read_text()
+    (src / "net.py").write_text("import numpy\n")
+    with pytest.raises(RuntimeError, match=r"net\.py imports numpy: the registered model bundles cmmd_dist/model alone"):
+        bundle_model_code(tmp_path / "code2", src)
+    (src / "net.py").write_text("from cmmd_dist.storage import open_uri\n")
+    with pytest.raises(RuntimeError, match=r"net\.py imports cmmd_dist\.storage"):
+        bundle_model_code(tmp_path / "code3", src)
 
 
 def test_loading_in_the_dev_venv_keeps_the_installed_cmmd_dist(champion):
