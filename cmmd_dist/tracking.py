@@ -39,6 +39,15 @@ __all__ = ["TrackingError", "Tracker", "SweepRecorder", "resolve_tracking_uri", 
 CHAMPION = "champion"
 # MLflow 3's UI opens an experiment in its GenAI / traces view unless this tag says it is model training
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# the runs table starts with no metric columns: a shared view (opened with ?viewStateShareKey=sweep-figures)
+# shows the figures every sweep's parent run logs, so that sweeps compare side by side
+SWEEP_VIEW = "sweep-figures"
+# (the table orders metric columns by name and draws only what fits a screen: the six most telling)
+SWEEP_COLUMNS = ("best_cv_mean", "best_cv_std", "test_error", "test_map", "trials_finished", "trials_pruned")
+_EXPERIMENT_TAGS = {
+    EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
+    f"mlflow.sharedViewState.{SWEEP_VIEW}": json.dumps({"selectedColumns": [f"metrics.`{k}`" for k in SWEEP_COLUMNS]}),
+}
 _PARAM_MAX = 6000
 
 
@@ -55,7 +64,7 @@ def ui_command(uri: str | None = None, port: int = 5000) -> str:
     """How a person looks at the runs: the server's address, or the ``mlflow ui`` line for a SQLite store."""
     uri = resolve_tracking_uri(uri)
     if uri.startswith(("http://", "https://")):
-        return f"open {uri} in a browser"
+        return f"open {uri} in a browser (runs table with the sweeps' figures: ?viewStateShareKey={SWEEP_VIEW})"
     return f"mlflow ui --backend-store-uri {uri} --port {port}   # then open http://127.0.0.1:{port}"
 
 
@@ -146,13 +155,14 @@ class Tracker:
 
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
-            if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-                self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            for key, value in _EXPERIMENT_TAGS.items():
+                if exp.tags.get(key) != value:
+                    self.client.set_experiment_tag(exp.experiment_id, key, value)
             return exp.experiment_id
         root = _artifact_root(self.uri)
         try:
             return self.client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None,
-                                                 tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                                                 tags=dict(_EXPERIMENT_TAGS))
         except MlflowException:
             exp = self.client.get_experiment_by_name(name)
             if exp is None:

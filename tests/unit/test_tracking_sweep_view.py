@@ -52,6 +52,19 @@ def test_experiments_are_model_development_experiments(uri):
     assert tracker.client.get_experiment(old).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
 
 
+def test_experiments_carry_a_runs_table_view_of_every_sweep_figure(uri):
+    import json
+
+    from cmmd_dist.sweep_tracking import sweep_figures
+    from cmmd_dist.tracking import SWEEP_COLUMNS, SWEEP_VIEW
+
+    tracker = Tracker(uri)
+    tags = tracker.client.get_experiment(tracker.experiment("cmmd-view")).tags
+    columns = json.loads(tags[f"mlflow.sharedViewState.{SWEEP_VIEW}"])["selectedColumns"]
+    assert set(SWEEP_COLUMNS) <= set(sweep_figures(summary())) | {"test_map"}  # every column is a logged figure
+    assert [f"metrics.`{k}`" for k in SWEEP_COLUMNS] == columns
+
+
 def test_sweep_run_is_named_by_its_folder_and_tagged_with_its_path(uri):
     rec = SweepRecorder("named", None, {}, sweep_id=SWEEP_ID, uri=uri)
     run = rec.tracker.client.get_run(rec.parent)
