@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from cmmd_dist.config import RunConfig, SweepConfig
-from cmmd_dist.search_space import apply_params, load_search_space
+from cmmd_dist.tune.search_space import apply_params, load_search_space
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PAPER = {"cmmd_error": 0.024, "mmd_overhead": 11.04 / 10.59 - 1.0, "best_lambda": 0.4}

@@ -40,6 +40,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--use-gpu", action="store_true", help="one GPU per worker, nccl")
     d.add_argument("--bf16", action="store_true", help="bf16 autocast")
     d.add_argument("--data", help="prepared dataset: local folder or s3:// URI")
+    d.add_argument("--stream", choices=("auto", "always", "never"),
+                   help="stream the prepared dataset's shards instead of loading them (auto: above data.stream_above_mb)")
+    d.add_argument("--shuffle-buffer", type=int, help="streamed: rows mixed across files before batching")
+    d.add_argument("--prefetch", type=int, help="streamed: files read ahead")
     d.add_argument("--storage", help="checkpoint storage: local folder or s3://bucket/prefix")
     d.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted distributed run from its latest checkpoint: the folder "
@@ -50,10 +54,12 @@ def train_overrides(args: argparse.Namespace) -> dict:
     o: dict = {"data": {}, "train": {}, "loss": {}}
     if args.dataset:
         o["data"]["dataset"] = args.dataset
-    for key, section, field in (("source", "data", "source"), ("limit", "data", "limit"), ("epochs", "train", "epochs"),
+    for key, section, field in (("source", "data", "source"), ("limit", "data", "limit"), ("stream", "data", "stream"),
+                                ("shuffle_buffer", "data", "shuffle_buffer"), ("prefetch", "data", "prefetch"),
+                                ("epochs", "train", "epochs"),
                                 ("batch_size", "train", "batch_size"), ("lr", "train", "lr"), ("seed", "train", "seed"),
                                 ("lam", "loss", "lam")):
-        if getattr(args, key) is not None:
+        if getattr(args, key, None) is not None:
             o[section][field] = getattr(args, key)
     if args.no_baseline:
         o["train"]["baseline"] = False
@@ -95,7 +101,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = load_run_config(path, overrides)
     except ValidationError as e:
         raise UserError(f"invalid settings: {describe_validation(e, str(path or 'defaults'), overrides)}") from e
-    if getattr(args, "workers", None) or resume:
+    distributed = bool(getattr(args, "workers", None) or resume)
+    if not distributed:
+        from cmmd_dist.train.sources import streams
+
+        if streams(run.data) is not None:  # too big to load whole: one Ray Train worker streams it
+            print("the dataset streams (data.stream / stream_above_mb): training on 1 Ray Train worker "
+                  "(--workers N for more)", file=sys.stderr)
+            run = run.model_copy(update={"distributed": run.distributed.model_copy(update={"workers": 1})})
+            distributed = True
+    if distributed:
         from cmmd_dist.train.distributed import run_distributed
 
         results, out = run_distributed(run)
@@ -116,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from cmmd_dist.tune import run_from_args
+    from cmmd_dist.tune.options import run_from_args
 
     return run_from_args(args)
 
@@ -133,11 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_data_subcommand(sub)
     add_models_subcommand(sub)
+    from cmmd_dist.compare import add_compare_subcommand
     s = sub.add_parser("tune", help="hyperparameter sweep (Ray Tune + Optuna + ASHA, k-fold CV)")
-    from cmmd_dist.tune import build_parser as tune_parser
+    from cmmd_dist.tune.options import build_parser as tune_parser
 
     tune_parser(s)
     s.set_defaults(func=cmd_tune)
+    add_compare_subcommand(sub)
     return parser
 
 

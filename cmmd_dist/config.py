@@ -46,6 +46,19 @@ class DataConfig(_Strict):
     likelihoods: dict[str, LikelihoodName] = Field(
         default_factory=dict, description="override the decoder likelihood of a missing modality, by name"
     )
+    stream: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="stream a prepared dataset's shards (each worker reads its own part every epoch) instead of "
+        "loading it whole: auto = when its rows take more than stream_above_mb as float32",
+    )
+    stream_above_mb: float = Field(
+        1000.0, gt=0, description="size (MB of float32 rows, all splits) above which stream=auto streams"
+    )
+    shuffle_buffer: int = Field(
+        4096, ge=0, description="streamed: rows a worker mixes across files before batching (with the file order, "
+        "seeded by the epoch); memory 2 x (shuffle_buffer + rows per file) x row bytes"
+    )
+    prefetch: int = Field(2, ge=1, description="streamed: shard files a worker reads ahead of the one being batched")
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
@@ -59,8 +72,18 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """Network sizes of CMMD (paper appendix C); every list is hidden-layer widths."""
+    """Which model (CMMD or a baseline of the paper) and its network sizes (paper appendix C); every list is
+    hidden-layer widths. The baselines reuse the widths: encoder_hidden for their encoders (one per modality
+    for MVAE / MMVAE), decoder_hidden for their decoders (from z alone), prior_hidden for M-x_o's network."""
 
+    kind: Literal["cmmd", "vcca", "mvae", "mmvae", "mx_o"] = Field(
+        "cmmd", description="cmmd; vcca (Wang et al. 2017); mvae (product of experts, Wu & Goodman 2018); "
+        "mmvae (mixture of experts, Shi et al. 2019); mx_o (the classifier on x_o alone)")
+    beta: float = Field(1.0, ge=0.0, description="vcca, mvae: weight of the KL to the N(0, I) prior in the ELBO")
+    mvae_subsets: int = Field(0, ge=0, description="mvae: random sub-ELBOs of 2..M-1 modalities per step "
+                              "(beside the joint and the unimodal ones; needs 3 or more modalities)")
+    mmvae_objective: Literal["elbo", "iwae"] = Field("elbo", description="mmvae: stratified ELBO or IWAE bound")
+    mmvae_k: int = Field(1, ge=1, description="mmvae: samples per expert (the IWAE's K)")
     zdim: int = Field(50, ge=1, description="latent dimension D")
     encoder_hidden: list[int] = Field(default_factory=lambda: [2500, 2500, 2500], description="q(z|x_o,x_m,c) MLP")
     prior_hidden: list[int] = Field(default_factory=lambda: [1024, 1024, 1024], description="p(z|x_o) MLP after feature nets")
@@ -85,6 +108,8 @@ class ModelConfig(_Strict):
                 raise ValueError(f"{name}: every width must be >= 1, got {widths}")
         if not self.encoder_hidden:
             raise ValueError("encoder_hidden: the encoder needs at least one hidden layer")
+        if self.mmvae_objective == "iwae" and self.kind == "mmvae" and self.mmvae_k < 2:
+            raise ValueError("mmvae_objective iwae needs mmvae_k >= 2 (at K = 1 it is the ELBO)")
         return self
 
 
@@ -112,6 +137,9 @@ class TrainConfig(_Strict):
     device: str = Field("cpu", description="torch device")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; None leaves torch's default")
     pretrain_epochs: int = Field(0, ge=0, description="semi-supervised pretraining epochs (no label, no classifier)")
+    steps_per_epoch: int | None = Field(
+        None, ge=1, description="cap every epoch at this many steps (smoke runs and benchmarks at full size); "
+        "None: every row once per epoch")
     baseline: bool = Field(True, description="also train the M-x_o baseline (classifier on x_o alone)")
     progress: bool = Field(True, description="show a progress bar")
 

@@ -1,7 +1,9 @@
 """Metrics of DESIGN.md section 1: error / mAP, RMSE of generated modalities, posterior collapse,
-and latent classification with logistic regression."""
+and latent classification with logistic regression, for CMMD and every baseline (``model.baselines``)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -17,25 +19,34 @@ __all__ = [
     "latent_classification",
     "evaluate_model",
     "evaluate_baseline",
+    "evaluate_chunks",
 ]
 
 COLLAPSE_EPS = np.round(np.linspace(0.0, 6.0, 25), 3)
 
 
 @torch.no_grad()
-def predict(core: CMMD, data: SplitTensors, batch_size: int = 1024) -> dict[str, np.ndarray]:
-    """Test-time outputs from x_o alone (eval mode), plus the posterior on the full rows for collapse."""
+def predict(core: torch.nn.Module, data: SplitTensors, batch_size: int = 1024) -> dict[str, np.ndarray]:
+    """Test-time outputs from x_o alone (eval mode), plus the posterior on the full rows and the prior for
+    collapse (keys mu_q, logvar_q, mu_p, logvar_p; absent for M-x_o, which has no posterior). ``core`` is
+    CMMD or a baseline of ``cmmd_dist.model.baselines``."""
     core.eval()
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(data), batch_size):
         b = data.rows(slice(start, start + batch_size))
         pred = core.predict(b["obs"])
-        xo = core.flat_obs(b["obs"])
-        xm = torch.cat([b["mis"][m.name].flatten(1) for m in core.cfg.missing] + [xo[:, :0]], dim=-1)
-        mu_q, logvar_q = core.encoder(torch.cat([xo, xm, core.label_input(b["y"], xo.shape[0], xo.device)], -1))
-        row = {"z": pred["z"], "logvar_p": pred["logvar"], "probs": pred["probs"], "mu_q": mu_q, "logvar_q": logvar_q}
-        for m in core.cfg.missing:
-            row[f"gen:{m.name}"] = pred["generated"][m.name]
+        row = {"z": pred["z"], "logvar_p": pred["logvar"], "probs": pred["probs"]}
+        if isinstance(core, CMMD):
+            xo = core.flat_obs(b["obs"])
+            xm = torch.cat([b["mis"][m.name].flatten(1) for m in core.cfg.missing] + [xo[:, :0]], dim=-1)
+            mu_q, logvar_q = core.encoder(torch.cat([xo, xm, core.label_input(b["y"], xo.shape[0], xo.device)], -1))
+            row.update(mu_q=mu_q, logvar_q=logvar_q, mu_p=pred["z"])
+        else:
+            params = core.collapse_params(b)
+            if params is not None:
+                row.update(zip(("mu_q", "logvar_q", "mu_p", "logvar_p"), params))
+        for name, gen in pred["generated"].items():
+            row[f"gen:{name}"] = gen
         for k, v in row.items():
             parts.setdefault(k, []).append(v.float().cpu().numpy())
     return {k: np.concatenate(v) for k, v in parts.items()}
@@ -67,28 +78,42 @@ def collapse_curve(mu_q, logvar_q, mu_p, logvar_p, eps_grid=COLLAPSE_EPS, share:
 
 def latent_classification(z_train, y_train, z_test, y_test, n_fit: int = 500, seed: int = 0) -> float:
     """Accuracy of scikit-learn's default LogisticRegression fit on ``n_fit`` random training latents."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(z_train), size=min(n_fit, len(z_train)), replace=False)
-    clf = LogisticRegression().fit(z_train[idx], y_train[idx])
+    with warnings.catch_warnings():  # the protocol's defaults (100 lbfgs iterations) often stop short: expected
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = LogisticRegression().fit(z_train[idx], y_train[idx])
     return float(clf.score(z_test, y_test))
 
 
-def evaluate_model(core: CMMD, data: SplitTensors, with_collapse: bool = True) -> dict:
-    """Classification metric, RMSE per generated modality (and their mean), optional collapse curve."""
+def evaluate_model(core: torch.nn.Module, data: SplitTensors, with_collapse: bool = True,
+                   latent_train: SplitTensors | None = None, latent_seed: int = 0) -> dict:
+    """Classification metric, RMSE per generated modality (and their mean), optional collapse curve (where
+    the model has a posterior) and, given ``latent_train`` rows of a multi-class dataset, ``latent_accuracy``:
+    logistic regression fit on 500 of their latents, scored on ``data``'s (the MNIST-SVHN-Text protocol)."""
     p = predict(core, data)
     y = data.y.cpu().numpy()
     out: dict = classification_metrics(p["probs"], y, core.cfg.multilabel)
     rmses = {}
     for m in core.cfg.missing:
+        if f"gen:{m.name}" not in p:  # M-x_o generates nothing
+            continue
         truth = data.mis[m.name].cpu().numpy().reshape(len(y), -1)
         rmses[m.name] = float(np.sqrt(np.mean((p[f"gen:{m.name}"].reshape(len(y), -1) - truth) ** 2)))
     out["rmse_by_modality"] = rmses
     out["rmse"] = float(np.mean(list(rmses.values()))) if rmses else float("nan")
-    if with_collapse:
+    if with_collapse and "mu_q" in p:
         out["collapse_eps"] = [float(e) for e in COLLAPSE_EPS]
-        out["collapse"] = collapse_curve(p["mu_q"], p["logvar_q"], p["z"], p["logvar_p"])
+        out["collapse"] = collapse_curve(p["mu_q"], p["logvar_q"], p["mu_p"], p["logvar_p"])
+    if latent_train is not None and not core.cfg.multilabel:
+        z_train = predict(core, latent_train)["z"]
+        out["latent_accuracy"] = latent_classification(z_train, latent_train.y.cpu().numpy(), p["z"], y,
+                                                       seed=latent_seed)
     return out
 
 
@@ -98,3 +123,33 @@ def evaluate_baseline(model: PriorClassifier, data: SplitTensors, batch_size: in
     logits = torch.cat([model(data.rows(slice(s, s + batch_size))["obs"]) for s in range(0, len(data), batch_size)])
     probs = torch.sigmoid(logits) if model.cfg.multilabel else torch.softmax(logits, -1)
     return classification_metrics(probs.cpu().numpy(), data.y.cpu().numpy(), model.cfg.multilabel)
+
+
+def evaluate_chunks(core: torch.nn.Module, chunks: Iterable[SplitTensors], with_collapse: bool = True) -> dict:
+    """``evaluate_model`` over rows that come in chunks (streamed evaluation): the inputs are held one chunk
+    at a time; the class probabilities (and the latents, for the collapse curve) are kept for every row."""
+    keep = ["probs"] + (["mu_q", "logvar_q", "mu_p", "logvar_p"] if with_collapse else [])
+    kept: dict[str, list[np.ndarray]] = {}
+    ys, sq, count = [], {}, 0
+    for chunk in chunks:
+        p = predict(core, chunk)
+        y = chunk.y.cpu().numpy()
+        for k in keep:
+            if k in p:
+                kept.setdefault(k, []).append(p[k])
+        ys.append(y)
+        for m in core.cfg.missing:
+            if f"gen:{m.name}" in p:
+                truth = chunk.mis[m.name].cpu().numpy().reshape(len(y), -1).astype(np.float64)
+                err = float(np.sum((p[f"gen:{m.name}"].reshape(len(y), -1) - truth) ** 2))
+                sq[m.name] = sq.get(m.name, 0.0) + err / truth.shape[1]
+        count += len(y)
+    p = {k: np.concatenate(v) for k, v in kept.items()}
+    out: dict = classification_metrics(p["probs"], np.concatenate(ys), core.cfg.multilabel)
+    rmses = {name: float(np.sqrt(total / max(count, 1))) for name, total in sq.items()}
+    out["rmse_by_modality"] = rmses
+    out["rmse"] = float(np.mean(list(rmses.values()))) if rmses else float("nan")
+    if with_collapse and "mu_q" in p:
+        out["collapse_eps"] = [float(e) for e in COLLAPSE_EPS]
+        out["collapse"] = collapse_curve(p["mu_q"], p["logvar_q"], p["mu_p"], p["logvar_p"])
+    return out

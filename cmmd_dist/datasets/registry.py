@@ -27,7 +27,8 @@ from cmmd_dist.datasets.spec import DatasetBundle, DatasetSpec
 from cmmd_dist.errors import UserError
 from cmmd_dist.storage import S3Settings, is_s3_uri, read_manifest
 
-__all__ = ["SPECS", "LOADERS", "get_spec", "load_bundle", "prepared_uri", "looks_like_uri", "dataset_name"]
+__all__ = ["SPECS", "LOADERS", "get_spec", "load_bundle", "prepared_uri", "looks_like_uri", "dataset_name",
+           "checked_manifest"]
 
 SPECS: dict[str, DatasetSpec] = dict(CONVERTER_SPECS)
 
@@ -72,6 +73,18 @@ def dataset_name(cfg: DataConfig, settings: S3Settings | None = None) -> str:
     from cmmd_dist.datasets.shards import manifest_spec
 
     return manifest_spec(read_manifest(uri, settings)).name
+
+
+def checked_manifest(cfg: DataConfig, settings: S3Settings | None = None) -> tuple[dict, DatasetSpec]:
+    """(manifest, spec) of ``cfg``'s prepared dataset, whose name must be ``cfg.dataset`` when that is a name."""
+    from cmmd_dist.datasets.shards import manifest_spec
+
+    uri = prepared_uri(cfg)
+    manifest = read_manifest(uri, settings)
+    spec = manifest_spec(manifest)
+    if not looks_like_uri(cfg.dataset) and cfg.dataset != spec.name:
+        raise UserError(f"{uri} holds dataset {spec.name!r}, but --dataset / data.dataset is {cfg.dataset!r}")
+    return manifest, spec
 
 
 def get_spec(name: str) -> DatasetSpec:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from cmmd_dist.config import RunConfig
 from cmmd_dist.datasets.spec import DatasetSpec
-from cmmd_dist.model import CMMDConfig, LossWeights, ModalityDef
+from cmmd_dist.model import BaselineConfig, CMMDConfig, LossWeights, ModalityDef, make_model
 
-__all__ = ["model_config", "loss_weights"]
+__all__ = ["model_config", "baseline_config", "build_model", "loss_weights"]
 
 
 def model_config(run: RunConfig, spec: DatasetSpec) -> CMMDConfig:
@@ -36,6 +36,20 @@ def model_config(run: RunConfig, spec: DatasetSpec) -> CMMDConfig:
         feature_nets=tuple(sorted(m.feature_nets.items())),
         decoder_nets=tuple(sorted(m.decoder_nets.items())),
     )
+
+
+def baseline_config(run: RunConfig) -> BaselineConfig | None:
+    """The baseline's own hyperparameters for ``model.kind``; None for CMMD."""
+    m = run.model
+    if m.kind == "cmmd":
+        return None
+    return BaselineConfig(kind=m.kind, beta=m.beta, mvae_subsets=m.mvae_subsets,
+                          mmvae_objective=m.mmvae_objective, mmvae_k=m.mmvae_k)
+
+
+def build_model(run: RunConfig, spec: DatasetSpec):
+    """The module of ``model.kind`` (CMMD, VCCA, MVAE, MMVAE or M-x_o) for the run's scenario, on the CPU."""
+    return make_model(model_config(run, spec), baseline_config(run))
 
 
 def loss_weights(run: RunConfig) -> LossWeights:

@@ -1,4 +1,7 @@
-"""k-fold cross-validation inside one sweep trial, on Ray Train workers.
+"""k-fold cross-validation inside one sweep trial: every fold's rows, model and epoch, on each rank.
+
+No Ray here: the trial loop that calls these (reports, ASHA's verdicts, a TorchTrainer for
+multi-worker trials) is ``cmmd_dist.tune.trial``; torch.distributed shares the figures between ranks.
 
 The k fold models advance TOGETHER, epoch by epoch: each epoch trains every fold model one pass
 over its own fit rows (sharded across the DDP workers, MMD over the global batch), then validates
@@ -13,12 +16,12 @@ with no label to the encoder and no classifier term, on ITS OWN fit rows plus th
 rest), then supervised, with a fresh optimiser (as the single process does). Every report carries
 ``stage`` ('pretrain' | 'supervised') and ``epoch``, which counts on across the stages (1 ..
 pretrain_epochs + epochs). The CV metric of an untrained classifier is not a figure to compare, so a
-pretrain report carries ``cv_metric`` NaN (Tune wants the key in every report), ``cv_rmse``, no
-``best_*`` and ``cv_completed`` 0, and the trial asks for no verdict after it. Supervised reports alone
+pretrain report carries ``cv_metric`` and ``best_cv_metric`` NaN (Tune wants the searcher's key in every
+report), ``cv_rmse`` and ``cv_completed`` 0, and the trial asks for no verdict after it. Supervised reports alone
 carry ``supervised_epoch`` (1 .. epochs): the scheduler's clock, absent from pretrain reports, so ASHA
 never judges them. ``best_epoch`` counts supervised epochs (what a retrain after the same pretraining runs).
 
-Device and ranks: model, optimiser state and rows live on ``ray.train.torch.get_device()`` (the
+Device and ranks: model, optimiser state and rows live on the rank's device (Ray Train's ``get_device()``: the
 TorchTrainer picks NCCL on GPU, gloo on CPU). Fold models start from the same weights on every rank,
 then each rank reseeds (its own reparameterisation noise and dropout masks); the reported loss terms
 are group means, so ``train_mmd`` is the global-batch MMD (``cmmd_dist.train.ranks``).
@@ -26,31 +29,28 @@ are group means, so ``train_mmd`` is the global-batch MMD (``cmmd_dist.train.ran
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
-import ray.train
-import ray.train.torch
 import torch
 import torch.distributed as dist
 
 from cmmd_dist.config import RunConfig
 from cmmd_dist.datasets.registry import load_bundle
 from cmmd_dist.datasets.spec import DatasetSpec, Split
-from cmmd_dist.evaluate import evaluate_model
-from cmmd_dist.folds import assign_folds, development_ids, development_split, fold_positions, row_ids
-from cmmd_dist.model import CMMD
-from cmmd_dist.search_space import Folds
-from cmmd_dist.train.batches import RowView, SplitTensors, iterate_batches
-from cmmd_dist.train.build import loss_weights, model_config
-from cmmd_dist.train.gather import gather_for
+from cmmd_dist.datasets.shards import manifest_spec
+from cmmd_dist.folds import (DEV_SPLITS, assign_folds, development_ids, development_split, fold_keep, fold_positions,
+                             prepared_fold_ids, row_ids)
+from cmmd_dist.tune.search_space import Folds
+from cmmd_dist.train.batches import RowView, SplitTensors
+from cmmd_dist.train.build import build_model, loss_weights
 from cmmd_dist.train.loop import train_epoch
 from cmmd_dist.train.optim import make_optimizer
-from cmmd_dist.train.ranks import TERMS, autocast_for, group_mean, reseed_rank
+from cmmd_dist.train.sources import EVAL_CHUNK, StreamedRows, evaluate_rows, stage_batches, stream_of, streams
+from cmmd_dist.train.ranks import TERMS, group_mean, reseed_rank
 from cmmd_dist.train.single import seed_everything
 
-__all__ = ["cv_worker", "FoldRows", "FoldState", "fold_rows", "build_folds", "cv_epoch", "STAGES"]
+__all__ = ["FoldRows", "FoldState", "fold_rows", "build_folds", "cv_epoch", "STAGES"]
 
 STAGES = ("pretrain", "supervised")
 
@@ -58,11 +58,12 @@ STAGES = ("pretrain", "supervised")
 @dataclass
 class FoldRows:
     """One fold's rows on this rank: its fit shard, its pretraining shard (fit shard + unlabeled shard,
-    labels hidden; None without pretraining) and all its held-out rows (rank 0 only: it validates)."""
+    labels hidden; None without pretraining) and all its held-out rows (rank 0 only: it validates).
+    In memory (RowView, SplitTensors) or streamed (StreamedRows)."""
 
-    fit: RowView
-    pretrain: RowView | None
-    val: SplitTensors | None
+    fit: RowView | StreamedRows
+    pretrain: RowView | StreamedRows | None
+    val: SplitTensors | StreamedRows | None
 
 
 def _unlabeled_shard(split: Split, obs: list[str], mis: list[str], like_y: torch.Tensor, rank: int,
@@ -79,12 +80,16 @@ def fold_rows(run: RunConfig, folds: Folds, rank: int, world: int,
               device: torch.device | str = "cpu") -> tuple[list[FoldRows], DatasetSpec]:
     """Every fold's rows on this rank, from the dataset's train+val rows (and ``unlabeled`` when pretraining).
 
-    One copy of the rows on ``device``: the folds' sets are index views into it."""
+    In memory: one copy of the rows on ``device``, the folds' sets index views into it. Streamed (a large
+    prepared dataset, ``cmmd_dist.train.sources``): each fold streams its fit rows (filtered by row id,
+    ``folds.fold_keep``) and rank 0 its held-out rows in chunks; nothing is loaded whole."""
+    streamed = streams(run.data)
+    if streamed is not None:
+        return _streamed_fold_rows(run, folds, rank, world, device, *streamed)
     bundle = load_bundle(run.data)
     dev = development_split(bundle)
     fold_ids = assign_folds(dev, folds.k, folds.strategy, folds.seed)
-    observed, missing = bundle.spec.split_modalities(run.data.scenario)
-    obs, mis = [m.name for m in observed], [m.name for m in missing]
+    obs, mis = _names(bundle.spec, run)
     pool = SplitTensors.from_split(dev, obs, mis, device, ids=development_ids(bundle))
     unlabeled = torch.zeros(0, dtype=torch.int64)
     if run.train.pretrain_epochs and "unlabeled" in bundle.extra:
@@ -101,13 +106,42 @@ def fold_rows(run: RunConfig, folds: Folds, rank: int, world: int,
     return out, bundle.spec
 
 
+def _names(spec: DatasetSpec, run: RunConfig) -> tuple[list[str], list[str]]:
+    observed, missing = spec.split_modalities(run.data.scenario)
+    return [m.name for m in observed], [m.name for m in missing]
+
+
+def _streamed_fold_rows(run: RunConfig, folds: Folds, rank: int, world: int, device, uri: str,
+                        manifest: dict) -> tuple[list[FoldRows], DatasetSpec]:
+    spec = manifest_spec(manifest)
+    obs, mis = _names(spec, run)
+    fold_ids = prepared_fold_ids(uri, folds.k, folds.strategy, folds.seed, manifest=manifest, limit=run.data.limit)
+    has_unlabeled = any(f.get("split") == "unlabeled" for f in manifest.get("files", []))
+    pre_splits = (*DEV_SPLITS, "unlabeled") if has_unlabeled else DEV_SPLITS
+    bs, out = run.train.batch_size, []
+    for f in range(folds.k):
+        fit_keep, seed = fold_keep(fold_ids, f, held_out=False), run.train.seed + 1000 * f
+
+        def rows(splits, keep, **kw) -> StreamedRows:
+            hide = kw.pop("hide_labels", False)
+            return StreamedRows(stream_of(run.data, uri, manifest, splits, keep=keep, **kw), obs, mis, device, hide)
+
+        fit = rows(DEV_SPLITS, fit_keep, batch_size=bs, seed=seed, rank=rank, world=world)
+        pretrain = (rows(pre_splits, fit_keep, batch_size=bs, seed=seed, rank=rank, world=world, hide_labels=True)
+                    if run.train.pretrain_epochs else None)
+        val = (rows(DEV_SPLITS, fold_keep(fold_ids, f, held_out=True), batch_size=EVAL_CHUNK, seed=seed,
+                    shuffle=False) if rank == 0 else None)
+        out.append(FoldRows(fit, pretrain, val))
+    return out, spec
+
+
 class FoldState:
     """One fold's model, optimiser, shuffle generator and rows (see FoldRows), on ``device``."""
 
     def __init__(self, run: RunConfig, spec: DatasetSpec, rows: FoldRows, fold: int, rank: int,
                  device: torch.device | str = "cpu"):
         seed_everything(run.train.seed + 1000 * fold)  # same initial weights on every rank
-        self.core = CMMD(model_config(run, spec)).to(device)
+        self.core = build_model(run, spec).to(device)
         self.optimizer = make_optimizer(self.core.parameters(), run.train)
         self.gen = torch.Generator().manual_seed(run.train.seed + 1000 * fold + 7919 * rank)
         self.rows = rows
@@ -161,7 +195,8 @@ def cv_epoch(run: RunConfig, states: list[FoldState], world: int, gather, rank: 
     pretrain = stage == "pretrain"
     per_fold = []
     for f, s in enumerate(states):
-        batches = iterate_batches(s.rows.pretrain if pretrain else s.rows.fit, run.train.batch_size, s.gen)
+        batches = stage_batches(s.rows.pretrain if pretrain else s.rows.fit, run.train.batch_size, s.gen, epoch,
+                                steps=run.train.steps_per_epoch)
         hook = gather
         if observe is not None:
             tap = _Tap(observe, gather, rank=rank, fold=f, stage=stage, epoch=epoch)
@@ -178,7 +213,7 @@ def cv_epoch(run: RunConfig, states: list[FoldState], world: int, gather, rank: 
     metrics = torch.zeros(2, len(states), dtype=torch.float64, device=device)  # (metric, rmse of the generated views) per fold
     if rank == 0:
         for i, s in enumerate(states):
-            ev = evaluate_model(s.core, s.rows.val, with_collapse=False)
+            ev = evaluate_rows(s.core, s.rows.val, with_collapse=False)
             metrics[0, i], metrics[1, i] = ev["metric"], ev["rmse"]
     if world > 1:
         dist.broadcast(metrics, src=0)
@@ -191,62 +226,3 @@ def cv_epoch(run: RunConfig, states: list[FoldState], world: int, gather, rank: 
     out.update({f"fold{i}_metric": v for i, v in enumerate(folds)})
     return out
 
-
-def wait_for_verdict(verdicts: str, trial_id: str, epoch: int, rank: int, world: int, timeout_s: float = 120.0,
-                     device: torch.device | str = "cpu") -> bool:
-    """Whether the scheduler stopped this trial at ``epoch`` (rank 0 asks; every rank gets the answer)."""
-    stop = torch.zeros(1, device=device)
-    if rank == 0:
-        actor, deadline = ray.get_actor(verdicts), time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            seen = ray.get(actor.get.remote(trial_id))
-            if seen is not None and seen[0] >= epoch:
-                stop[0] = float(seen[1])
-                break
-            time.sleep(0.05)
-    if world > 1:
-        dist.broadcast(stop, src=0)
-    return bool(stop[0])
-
-
-def cv_worker(config: dict) -> None:
-    """Ray Train worker loop of one trial: ``config`` = {'run': RunConfig, 'folds': Folds, 'trial_id', 'verdicts'}.
-
-    With ``verdicts`` (the name of the scheduler's verdict actor) the trial ends itself when ASHA says stop.
-    ``observe`` (optional): a function that sees every batch and step of this rank (``_Tap``)."""
-    run: RunConfig = config["run"]
-    folds: Folds = config["folds"]
-    observe = config.get("observe")
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(run.train.threads or run.distributed.cpus_per_worker)
-    device = ray.train.torch.get_device()
-    states, _ = build_folds(run, folds, rank, world, device)
-    for s in states:
-        s.model = ray.train.torch.prepare_model(s.core, move_to_device=device) if world > 1 else s.core
-    gather = gather_for(run.loss.mmd_scope)
-    autocast = autocast_for(device, run.distributed.bf16)
-    epoch = 0
-    for pre in range(1, run.train.pretrain_epochs + 1):
-        epoch += 1
-        row = cv_epoch(run, states, world, gather, rank, "pretrain", autocast, observe, epoch)
-        row.update(stage="pretrain", epoch=epoch, pretrain_epoch=pre, cv_completed=0)
-        ray.train.report(row)
-    if run.train.pretrain_epochs:
-        for s in states:  # the supervised stage starts its own Adam moments, as the single process does
-            s.optimizer = make_optimizer(s.core.parameters(), run.train)
-    best, best_epoch, best_rmse = float("inf"), 0, float("nan")
-    for sup in range(1, run.train.epochs + 1):
-        epoch += 1
-        row = cv_epoch(run, states, world, gather, rank, "supervised", autocast, observe, epoch)
-        if row["cv_metric"] < best:
-            best, best_epoch, best_rmse = row["cv_metric"], sup, row["cv_rmse"]
-        patience_out = sup - best_epoch >= run.train.patience
-        row.update(stage="supervised", epoch=epoch, supervised_epoch=sup, best_cv_metric=best, best_epoch=best_epoch,
-                   best_cv_rmse=best_rmse, cv_completed=int(sup == run.train.epochs or patience_out))
-        ray.train.report(row)
-        if row["cv_completed"]:
-            break
-        if config.get("verdicts") and wait_for_verdict(config["verdicts"], config["trial_id"], epoch, rank, world,
-                                                       device=device):
-            break

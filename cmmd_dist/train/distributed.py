@@ -46,14 +46,14 @@ import yaml
 
 from cmmd_dist.config import RunConfig
 from cmmd_dist.datasets.registry import load_bundle
-from cmmd_dist.datasets.spec import DatasetBundle, Split
+from cmmd_dist.datasets.shards import manifest_spec
+from cmmd_dist.datasets.spec import DatasetBundle, DatasetSpec, Split
 from cmmd_dist.errors import Interrupted, UserError, one_line
-from cmmd_dist.evaluate import evaluate_model
 from cmmd_dist.folds import development_split
 from cmmd_dist.model import CMMD
 from cmmd_dist.storage import S3Settings, is_s3_uri, resolve_without_keys
-from cmmd_dist.train.batches import RowView, SplitTensors, iterate_batches
-from cmmd_dist.train.build import loss_weights, model_config
+from cmmd_dist.train.batches import RowView, SplitTensors
+from cmmd_dist.train.build import build_model, loss_weights, model_config
 from cmmd_dist.train.checkpoint import STATE_FILE, ResumeState, load_checkpoint, load_file, save_checkpoint
 from cmmd_dist.train.gather import gather_for
 from cmmd_dist.train.loop import evaluate_loss, placement, train_epoch
@@ -61,6 +61,8 @@ from cmmd_dist.train.metrics import WorkerMetrics
 from cmmd_dist.train.optim import make_optimizer
 from cmmd_dist.train.ranks import autocast_for, group_mean, reseed_rank
 from cmmd_dist.train.single import check_data, seed_everything, stage_rows
+from cmmd_dist.train.sources import (EVAL_CHUNK, StreamedRows, eval_batches, evaluate_rows, stage_batches, stream_of,
+                                     streams)
 from cmmd_dist import storage as run_store  # the run folder's own files (config, Ray's snapshot); driver side
 
 __all__ = ["StepHook", "RankRows", "rank_rows", "setup", "main", "fit", "run_distributed", "retrain_distributed",
@@ -126,12 +128,12 @@ class RankRows:
     """This rank's rows on its device: its shard of the supervised rows (train, or train+val for a retrain), the
     pretraining rows (that shard plus its shard of the unlabeled rows, labels hidden: one copy of the rows),
     and on rank 0 the validation rows and the test rows. ``validates``: the run selects epochs on validation
-    (every rank knows it; a retrain does not)."""
+    (every rank knows it; a retrain does not). In memory, or streamed from the shards (``train.sources``)."""
 
-    supervised: RowView
-    pretrain: RowView
-    val: SplitTensors | None
-    test: SplitTensors | None
+    supervised: RowView | StreamedRows
+    pretrain: RowView | StreamedRows
+    val: SplitTensors | StreamedRows | None
+    test: SplitTensors | StreamedRows | None
     validates: bool
 
 
@@ -157,6 +159,27 @@ def rank_rows(bundle: DatasetBundle, run: RunConfig, rank: int, world: int, retr
                     tensors(bundle.test) if lead else None, validates=not retrain)
 
 
+def streamed_rank_rows(run: RunConfig, uri: str, manifest: dict, rank: int, world: int, retrain: bool,
+                       device: torch.device | str) -> tuple[DatasetSpec, RankRows]:
+    """As ``rank_rows``, streamed: this rank's part of the shards every epoch, evaluation splits in chunks."""
+    spec = manifest_spec(manifest)
+    observed, missing = spec.split_modalities(run.data.scenario)
+    obs, mis = [m.name for m in observed], [m.name for m in missing]
+    labelled = ("train", "val") if retrain else ("train",)
+    has_unlabeled = any(f.get("split") == "unlabeled" for f in manifest.get("files", []))
+    pre = (*labelled, "unlabeled") if run.train.pretrain_epochs and has_unlabeled else labelled
+
+    def rows(splits, hide=False, lead_only=False, **kw):
+        if lead_only and rank != 0:
+            return None
+        kw = kw or {"batch_size": run.train.batch_size, "seed": run.train.seed, "rank": rank, "world": world}
+        return StreamedRows(stream_of(run.data, uri, manifest, splits, **kw), obs, mis, device, hide)
+
+    chunks = {"batch_size": EVAL_CHUNK, "seed": 0, "shuffle": False}
+    return spec, RankRows(rows(labelled), rows(pre, hide=True), None if retrain else rows("val", lead_only=True, **chunks),
+                          rows("test", lead_only=True, **chunks), validates=not retrain)
+
+
 def main(config: dict) -> dict | None:
     """Per-rank state on a Ray Train worker, then ``fit``; rank 0 returns the results."""
     run: RunConfig = config["run"]
@@ -170,13 +193,13 @@ def main(config: dict) -> dict | None:
     loaded, failure = _agreed(lambda: _load_rows(run, rank, world, retrain, device), world)
     if failure is not None:
         return {USER_ERROR_KEY: failure}
-    bundle, rows = loaded
+    spec, rows = loaded
     seed_everything(run.train.seed)  # the same initial weights on every rank
-    core = CMMD(model_config(run, bundle.spec)).to(device)
+    core = build_model(run, spec).to(device)
     optimizer = make_optimizer(core.parameters(), run.train)
     gen = reseed_rank(run.train.seed, rank)  # own noise and shuffling per rank
     resume = ResumeState()
-    metrics = WorkerMetrics(config["name"], bundle.spec.name, rank)
+    metrics = WorkerMetrics(config["name"], spec.name, rank)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         metrics.restored()
@@ -188,19 +211,24 @@ def main(config: dict) -> dict | None:
             gen = seed_everything(run.train.seed + 7919 * rank + 104729 * resume.epoch)
     model = ray.train.torch.prepare_model(core, move_to_device=False)
     history, optimizer = fit(run, model, core, optimizer, rows, gen, resume, rank, world, config.get("on_step"), metrics)
+    peak_rss = _every_rank(_peak_rss_bytes(), world)
     if rank != 0:
         return None
     if resume.best_state is not None:  # test figures from the best-validation epoch, as in the single process
         core.load_state_dict(resume.best_state)
-    return {"dataset": bundle.spec.name, "history": history, "epochs_run": history[-1]["epoch"] if history else 0,
+    return {"dataset": spec.name, "history": history, "epochs_run": history[-1]["epoch"] if history else 0,
             "best_epoch": resume.best_epoch, "val_metric": resume.best_metric, "workers": world,
+            "peak_rss_per_worker_bytes": peak_rss, "streamed": isinstance(rows.supervised, StreamedRows),
             "device": str(device), "placement": placement(core, optimizer, rows.supervised),
-            "test": evaluate_model(core, rows.test), "model_config": asdict(core.cfg)}
+            "test": evaluate_rows(core, rows.test), "model_config": asdict(core.cfg)}
 
 
-def _load_rows(run: RunConfig, rank: int, world: int, retrain: bool, device) -> tuple:
+def _load_rows(run: RunConfig, rank: int, world: int, retrain: bool, device) -> tuple[DatasetSpec, RankRows]:
+    streamed = streams(run.data)
+    if streamed is not None:
+        return streamed_rank_rows(run, *streamed, rank, world, retrain, device)
     bundle = load_bundle(run.data)
-    return bundle, rank_rows(bundle, run, rank, world, retrain, device)
+    return bundle.spec, rank_rows(bundle, run, rank, world, retrain, device)
 
 
 def _restore(checkpoint, rank: int, core: CMMD, optimizer, gen: torch.Generator) -> ResumeState:
@@ -231,14 +259,26 @@ def _agreed(step, world: int) -> tuple[object, str | None]:
     return (None, failure) if failure is not None else (value, None)
 
 
+def _peak_rss_bytes() -> int:
+    """This process's peak resident memory (Linux reports kilobytes)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _every_rank(value, world: int) -> list:
+    """``value`` of every rank, in rank order, known to every rank."""
+    if world <= 1 or not dist.is_initialized():
+        return [value]
+    every: list = [None] * world
+    dist.all_gather_object(every, value)
+    return every
+
+
 def _first_failure(failure: str | None, world: int) -> str | None:
     """The first rank's user error, known to every rank (one that stopped alone would leave the others
     waiting in a collective); None when no rank failed."""
-    if world <= 1 or not dist.is_initialized():
-        return failure
-    every: list = [None] * world
-    dist.all_gather_object(every, failure)
-    return next((f for f in every if f is not None), None)
+    return next((f for f in _every_rank(failure, world) if f is not None), None)
 
 
 def fit(run: RunConfig, model, core: CMMD, optimizer, rows: RankRows, gen: torch.Generator, resume: ResumeState,
@@ -264,18 +304,18 @@ def fit(run: RunConfig, model, core: CMMD, optimizer, rows: RankRows, gen: torch
         epoch = resume.epoch + 1
         pretrain = stage == "pretrain"
         step_hook = (lambda step, _terms, e=epoch: on_step(e, step, rank)) if on_step else None
-        batches = iterate_batches(rows.pretrain if pretrain else rows.supervised, run.train.batch_size, gen,
-                                  start_batch=resume.batch)
+        batches = stage_batches(rows.pretrain if pretrain else rows.supervised, run.train.batch_size, gen, epoch,
+                                start_batch=resume.batch, steps=run.train.steps_per_epoch)
         m = train_epoch(model, core, batches, optimizer, w, gather=gather, world_size=world, pretrain=pretrain,
                         autocast=autocast, on_step=step_hook)
         row = {"stage": stage, "epoch": epoch, f"{stage}_epoch": k, "resumed_from": resumed_from,
                **group_mean(m, device, world)}
         if rank == 0 and validates:
-            val = evaluate_model(core, rows.val, with_collapse=False)
+            val = evaluate_rows(core, rows.val, with_collapse=False)
             row.update(val_rmse=val["rmse"])
             if not pretrain:  # an untrained classifier's metric is no figure to select on
                 row.update(val_metric=val["metric"],
-                           val_loss=evaluate_loss(core, iterate_batches(rows.val, 1024, shuffle=False), w)["loss"])
+                           val_loss=evaluate_loss(core, eval_batches(rows.val), w)["loss"])
                 if val["metric"] < resume.best_metric:
                     resume.best_metric, resume.best_epoch = val["metric"], k
                     resume.best_state = {n: v.detach().to("cpu", copy=True) for n, v in core.state_dict().items()}
@@ -344,7 +384,7 @@ def retrain_distributed(run: RunConfig, epochs: int, s3: S3Settings | None = Non
     with result.checkpoint.as_directory() as folder:
         state = load_file(Path(folder) / STATE_FILE)  # weights_only: the checkpoint bucket is not trusted code
     cfg = model_config(run, spec)
-    core = CMMD(cfg)
+    core = build_model(run, spec)
     core.load_state_dict(state["model"])
     log(f"retrain: {value['epochs_run']} epochs on {value['workers']} workers ({value['device']}); "
         f"checkpoints {result.checkpoint.path}")

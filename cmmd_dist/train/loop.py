@@ -1,10 +1,12 @@
 """The epoch/step loop, pure torch: no Ray, no MLflow. Gathering and reporting are passed in.
 
-The single-process trainer and the Ray Train worker both call ``train_epoch`` unchanged.
+The single-process trainer and the Ray Train worker both call ``train_epoch`` unchanged, for CMMD and for
+every baseline of ``model.baselines`` (``core`` picks the objective: ``cmmd_loss`` or the baseline's own).
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -26,7 +28,7 @@ def _early_gather(gather: Gather | None, w: LossWeights):
 
 def train_step(
     model: torch.nn.Module,
-    core: CMMD,
+    core: torch.nn.Module,
     batch: dict,
     optimizer: torch.optim.Optimizer,
     w: LossWeights,
@@ -35,13 +37,18 @@ def train_step(
     pretrain: bool = False,
     autocast: Callable[[], object] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One optimiser step. ``model`` may be a DDP wrapper of ``core``; returns the detached loss terms.
+    """One optimiser step. ``model`` may be a DDP wrapper of ``core`` (CMMD or a baseline); returns the
+    detached loss terms.
 
     ``pretrain`` withholds the label from the encoder and drops the classifier term (Flickr recipe)."""
     optimizer.zero_grad(set_to_none=True)
     with (autocast() if autocast else nullcontext()):
-        out = model(batch, n_samples=w.n_samples, use_label=not pretrain, on_latents=_early_gather(gather, w))
-        loss, terms = cmmd_loss(core, out, batch, w, gather=gather, world_size=world_size, with_classifier=not pretrain)
+        if isinstance(core, CMMD):
+            out = model(batch, n_samples=w.n_samples, use_label=not pretrain, on_latents=_early_gather(gather, w))
+            loss, terms = cmmd_loss(core, out, batch, w, gather=gather, world_size=world_size,
+                                    with_classifier=not pretrain)
+        else:  # a baseline (model.baselines): its objective is its forward pass; no MMD, nothing to gather
+            loss, terms = model(batch, w, world_size=world_size, with_classifier=not pretrain)
     loss.backward()
     optimizer.step()
     return terms
@@ -49,7 +56,7 @@ def train_step(
 
 def train_epoch(
     model: torch.nn.Module,
-    core: CMMD,
+    core: torch.nn.Module,
     batches: Iterable[dict],
     optimizer: torch.optim.Optimizer,
     w: LossWeights,
@@ -63,8 +70,15 @@ def train_epoch(
     model.train()
     sums: dict[str, float] = {}
     rows = 0
+    data_s = 0.0  # time spent waiting for the next batch (a streamed epoch's reader falling behind shows here)
     t0 = time.perf_counter()
-    for i, batch in enumerate(batches):
+    it = iter(batches)
+    for i in itertools.count():
+        t_wait = time.perf_counter()
+        batch = next(it, None)
+        data_s += time.perf_counter() - t_wait
+        if batch is None:
+            break
         terms = train_step(model, core, batch, optimizer, w, gather, world_size, pretrain, autocast)
         n = int(batch["y"].shape[0])
         for k, v in terms.items():
@@ -74,18 +88,22 @@ def train_epoch(
             on_step(i, terms)
     seconds = time.perf_counter() - t0
     out = {k: v / max(rows, 1) for k, v in sums.items()}
-    out.update(rows=float(rows), seconds=seconds, samples_per_s=rows / seconds if seconds > 0 else 0.0)
+    out.update(rows=float(rows), seconds=seconds, data_s=data_s,
+               samples_per_s=rows / seconds if seconds > 0 else 0.0)
     return out
 
 
 @torch.no_grad()
-def evaluate_loss(core: CMMD, batches: Iterable[dict], w: LossWeights) -> dict[str, float]:
+def evaluate_loss(core: torch.nn.Module, batches: Iterable[dict], w: LossWeights) -> dict[str, float]:
     """Mean loss terms over ``batches`` in eval mode (no dropout)."""
     core.eval()
     sums: dict[str, float] = {}
     rows = 0
     for batch in batches:
-        _, terms = cmmd_loss(core, core(batch, n_samples=w.n_samples), batch, w)
+        if isinstance(core, CMMD):
+            _, terms = cmmd_loss(core, core(batch, n_samples=w.n_samples), batch, w)
+        else:
+            _, terms = core(batch, w)
         n = int(batch["y"].shape[0])
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v) * n
@@ -114,6 +132,8 @@ def placement(model: torch.nn.Module, optimizer: torch.optim.Optimizer, rows) ->
     ``RowView`` of them). One device each, the one the run was given, is the rule every path keeps."""
     base = getattr(rows, "base", rows)
     state = [t for st in optimizer.state.values() for k, t in st.items() if torch.is_tensor(t) and k != "step"]
+    streamed = getattr(rows, "stream", None) is not None  # StreamedRows: batches are made on its device
+    batches = [rows.device] if streamed else [base.y, *base.obs.values(), *base.mis.values()]
     return {"params": sorted({str(p.device) for p in model.parameters()}),
             "optimizer": sorted({str(t.device) for t in state}),
-            "batches": sorted({str(t.device) for t in [base.y, *base.obs.values(), *base.mis.values()]})}
+            "batches": sorted({str(getattr(t, "device", t)) for t in batches})}

@@ -33,8 +33,10 @@ def group_mean(m: dict, device: torch.device, world: int) -> dict:
 
     ``m`` holds this rank's ``TERMS``, ``rows`` and ``seconds``. Under the row-share MMD a rank's ``mmd`` is
     its share, scaled so that the mean over ranks IS the global-batch MMD: the mean reported here. Rows
-    add up over ranks; the seconds are the slowest rank's."""
-    vals = torch.tensor([m.get(k, 0.0) for k in TERMS] + [m["rows"], m["seconds"]], dtype=torch.float64, device=device)
+    add up over ranks; the seconds are the slowest rank's. ``data_wait_fraction``: the ranks' mean time
+    waiting for their next batch (``data_s``), over the epoch's seconds."""
+    names = [*TERMS, "data_s"]  # averaged over ranks
+    vals = torch.tensor([m.get(k, 0.0) for k in names] + [m["rows"], m["seconds"]], dtype=torch.float64, device=device)
     if world > 1:
         total = vals[:-1].clone()
         dist.all_reduce(total)
@@ -42,8 +44,9 @@ def group_mean(m: dict, device: torch.device, world: int) -> dict:
         dist.all_reduce(longest, op=dist.ReduceOp.MAX)
         vals = torch.cat([total[:-1] / world, total[-1:], longest])
     out = {f"train_{k}": float(v) for k, v in zip(TERMS, vals[: len(TERMS)])}
-    rows, seconds = float(vals[-2]), float(vals[-1])
-    out.update(train_rows=rows, train_seconds=seconds, samples_per_s=rows / seconds if seconds > 0 else 0.0)
+    data_s, rows, seconds = float(vals[-3]), float(vals[-2]), float(vals[-1])
+    out.update(train_rows=rows, train_seconds=seconds, samples_per_s=rows / seconds if seconds > 0 else 0.0,
+               data_wait_fraction=data_s / seconds if seconds > 0 else 0.0)
     return out
 
 

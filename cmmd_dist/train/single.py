@@ -30,9 +30,10 @@ from cmmd_dist.errors import UserError, one_line
 from cmmd_dist.evaluate import evaluate_baseline, evaluate_model
 from cmmd_dist.model import CMMD, PriorClassifier
 from cmmd_dist.train.batches import RowView, SplitTensors, iterate_batches
-from cmmd_dist.train.build import loss_weights, model_config
+from cmmd_dist.train.build import build_model, loss_weights, model_config
 from cmmd_dist.train.loop import baseline_epoch, evaluate_loss, placement, train_epoch
 from cmmd_dist.train.optim import make_optimizer
+from cmmd_dist.train.sources import stage_batches
 
 __all__ = ["check_data", "fit", "run_training", "retrain_and_test", "retrain_baseline_and_test", "seed_everything",
            "split_tensors", "train_device", "stage_rows"]
@@ -44,16 +45,11 @@ def check_data(run: RunConfig) -> DatasetSpec:
     Cheap (a prepared dataset's manifest only, no shard): an unknown dataset, a bad manifest, a
     manifest of another dataset or an unknown scenario is a one-line UserError naming it. Shards are
     checked (checksums, columns, values) as they load."""
-    from cmmd_dist.datasets.registry import LOADERS, SPECS, looks_like_uri, prepared_uri
-    from cmmd_dist.datasets.shards import manifest_spec
-    from cmmd_dist.storage import read_manifest
+    from cmmd_dist.datasets.registry import LOADERS, SPECS, checked_manifest, prepared_uri
 
     data = run.data
-    uri = prepared_uri(data)
-    if uri is not None:
-        spec = manifest_spec(read_manifest(uri))
-        if not looks_like_uri(data.dataset) and data.dataset != spec.name:
-            raise UserError(f"{uri} holds dataset {spec.name!r}, but --dataset / data.dataset is {data.dataset!r}")
+    if prepared_uri(data) is not None:
+        spec = checked_manifest(data)[1]
     elif data.dataset in LOADERS and data.dataset in SPECS:
         spec = SPECS[data.dataset]
     else:
@@ -122,7 +118,7 @@ def _pretrain(core: CMMD, run: RunConfig, rows: RowView, gen: torch.Generator, h
     opt = make_optimizer(core.parameters(), run.train)
     w = loss_weights(run)
     for k in range(1, run.train.pretrain_epochs + 1):
-        m = train_epoch(core, core, iterate_batches(rows, run.train.batch_size, gen), opt, w, pretrain=True,
+        m = train_epoch(core, core, stage_batches(rows, run.train.batch_size, gen, 0, steps=run.train.steps_per_epoch), opt, w, pretrain=True,
                         autocast=autocast)
         history.append({"stage": "pretrain", "epoch": len(history) + 1, "pretrain_epoch": k,
                         **{f"train_{t}": v for t, v in m.items()}})
@@ -144,7 +140,7 @@ def fit(run: RunConfig, bundle: DatasetBundle, log=print, on_epoch=None) -> dict
     w = loss_weights(run)
     data = split_tensors(bundle, run)
     supervised, pre = stage_rows(data["train"], data.get("unlabeled"))
-    core = CMMD(cfg).to(device)
+    core = build_model(run, bundle.spec).to(device)
     bs = run.train.batch_size
     history: list[dict] = []
     _pretrain(core, run, pre, gen, history, on_epoch, autocast)
@@ -153,7 +149,7 @@ def fit(run: RunConfig, bundle: DatasetBundle, log=print, on_epoch=None) -> dict
     best, best_state, best_epoch, waited = float("inf"), None, 0, 0
     bar = tqdm(range(1, run.train.epochs + 1), desc=f"cmmd {bundle.spec.name}", disable=not run.train.progress)
     for epoch in bar:
-        m = train_epoch(core, core, iterate_batches(supervised, bs, gen), opt, w, autocast=autocast)
+        m = train_epoch(core, core, stage_batches(supervised, bs, gen, 0, steps=run.train.steps_per_epoch), opt, w, autocast=autocast)
         val = evaluate_model(core, data["val"], with_collapse=False)
         val_loss = evaluate_loss(core, iterate_batches(data["val"], 1024, shuffle=False), w)["loss"]
         row = {"stage": "supervised", "epoch": len(history) + 1, "supervised_epoch": epoch,
@@ -170,7 +166,7 @@ def fit(run: RunConfig, bundle: DatasetBundle, log=print, on_epoch=None) -> dict
                 log(f"early stop at epoch {epoch}: no validation improvement for {waited} epochs")
                 break
     core.load_state_dict(best_state)
-    test = evaluate_model(core, data["test"])
+    test = evaluate_model(core, data["test"], latent_train=data["train"], latent_seed=run.train.seed)
     results = {"dataset": bundle.spec.name, "best_epoch": best_epoch, "epochs_run": history[-1]["epoch"],
                "val_metric": best, "test": test, "history": history, "model": core, "model_config": cfg,
                "device": str(device), "placement": placement(core, opt, supervised)}
@@ -245,12 +241,12 @@ def retrain_and_test(run: RunConfig, bundle: DatasetBundle, epochs: int, log=pri
     w = loss_weights(run)
     dev, test, unlabeled = _dev_and_test(run, bundle)
     supervised, pre = stage_rows(dev, unlabeled)
-    core = CMMD(cfg).to(device)
+    core = build_model(run, bundle.spec).to(device)
     history: list[dict] = []
     _pretrain(core, run, pre, gen, history, lambda row: None, autocast)
     opt = make_optimizer(core.parameters(), run.train)
     for epoch in tqdm(range(1, epochs + 1), desc="retrain on train+val", disable=not run.train.progress):
-        m = train_epoch(core, core, iterate_batches(supervised, run.train.batch_size, gen), opt, w, autocast=autocast)
+        m = train_epoch(core, core, stage_batches(supervised, run.train.batch_size, gen, 0, steps=run.train.steps_per_epoch), opt, w, autocast=autocast)
         history.append({"stage": "supervised", "epoch": len(history) + 1, "supervised_epoch": epoch,
                         **{f"train_{k}": v for k, v in m.items()}})
     return {"model": core, "model_config": cfg, "history": history, "epochs": epochs, "test": evaluate_model(core, test)}

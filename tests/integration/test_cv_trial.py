@@ -1,4 +1,4 @@
-"""The CV trial worker (``cmmd_dist.train.cv.cv_worker``) under a real 2-worker TorchTrainer (gloo, CPU).
+"""The CV trial worker (``cmmd_dist.tune.trial.cv_worker``) under a real 2-worker TorchTrainer (gloo, CPU).
 
 A tiny Flickr-shaped dataset (``data synth --like flickr``, prepared with the flickr converter) with an
 ``unlabeled`` split, 3 folds, 2 pretrain + 2 supervised epochs, trained once per module. The worker's
@@ -30,7 +30,7 @@ from cmmd_dist.datasets.registry import load_bundle
 from cmmd_dist.datasets.synth import synth_like_flickr
 from cmmd_dist.folds import SPLIT_CODES, assign_folds, development_ids, development_split
 from cmmd_dist.model.mmd import mmd
-from cmmd_dist.search_space import Folds
+from cmmd_dist.tune.search_space import Folds
 
 pytestmark = pytest.mark.integration
 
@@ -82,18 +82,19 @@ def flickr_tiny(tmp_path_factory):
     return str(root / "prepared")
 
 
-def run_trial(ray_session, data: str, out: Path, workers: int, **distributed) -> tuple[list[list[dict]], dict[int, list]]:
+def run_trial(ray_session, data: str, out: Path, workers: int, stream: str = "auto",
+              **distributed) -> tuple[list[list[dict]], dict[int, list]]:
     """Fit the CV worker once; returns (the reports, each a list of the workers' rows; each rank's events)."""
     import ray.cloudpickle
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from cmmd_dist.train.cv import cv_worker
+    from cmmd_dist.tune.trial import cv_worker
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import this test module
     out.mkdir()
     run = load_run_config(None, {
-        "data": {"dataset": data}, "model": TINY,
+        "data": {"dataset": data, "stream": stream, "shuffle_buffer": 16}, "model": TINY,
         "train": {"epochs": EPOCHS, "pretrain_epochs": PRETRAIN, "batch_size": 4, "lr": 1e-3, "patience": 10,
                   "progress": False, "baseline": False},
         "distributed": {"workers": workers, **distributed},
@@ -117,12 +118,19 @@ def trial(ray_session, flickr_tiny, tmp_path_factory):
     return run_trial(ray_session, flickr_tiny, tmp_path_factory.mktemp("cv") / "cpu", workers=2)
 
 
+@pytest.fixture(scope="module")
+def trial_streamed(ray_session, flickr_tiny, tmp_path_factory):
+    """The same trial with every fold's rows streamed from the shards (``data.stream: always``)."""
+    return run_trial(ray_session, flickr_tiny, tmp_path_factory.mktemp("cv") / "streamed", workers=2, stream="always")
+
+
 def _batches(events, kind="batch"):
     return [e for e in events if e["kind"] == kind]
 
 
-def test_a_pretraining_never_sees_the_held_out_fold(trial, flickr_tiny):
-    _, events = trial
+@pytest.mark.parametrize("which", ["trial", "trial_streamed"])
+def test_a_pretraining_never_sees_the_held_out_fold(which, flickr_tiny, request):
+    _, events = request.getfixturevalue(which)
     bundle = load_bundle(load_run_config(None, {"data": {"dataset": flickr_tiny}}).data)
     fold_of = assign_folds(development_split(bundle), FOLDS.k, FOLDS.strategy, FOLDS.seed)
     dev_ids = development_ids(bundle)
@@ -146,6 +154,11 @@ def test_a_pretraining_never_sees_the_held_out_fold(trial, flickr_tiny):
                         assert not unlabeled
                 assert not set(seen[0]) & set(seen[1]), "ranks share rows: not sharded"
                 assert len(seen[0]) == len(seen[1])
+                if stage == "supervised":  # every fit row once per epoch over the ranks (the remainder < 2 aside)
+                    assert len(fit) - 1 <= len(seen[0]) + len(seen[1]) <= len(fit)
+        orders = [np.concatenate([b["ids"] for b in _batches(events[0]) if (b["fold"], b["stage"], b["epoch"]) ==
+                                  (f, "supervised", e)]) for e in (PRETRAIN + 1, PRETRAIN + 2)]
+        assert not np.array_equal(orders[0], orders[1]), "the same order two epochs running"
 
 
 def test_b_ranks_draw_their_own_noise(trial):
@@ -183,7 +196,7 @@ def test_d_reports_carry_the_stage_in_order(trial):
     assert [r["epoch"] for r in rows] == list(range(1, PRETRAIN + EPOCHS + 1))
     assert [r.get("supervised_epoch") for r in rows] == [None] * PRETRAIN + list(range(1, EPOCHS + 1))
     for r in rows[:PRETRAIN]:  # no CV figure before the classifier trains: nothing for ASHA or best-epoch
-        assert math.isnan(r["cv_metric"]) and "best_cv_metric" not in r and r["cv_completed"] == 0
+        assert math.isnan(r["cv_metric"]) and math.isnan(r["best_cv_metric"]) and r["cv_completed"] == 0
     for r in rows[PRETRAIN:]:
         assert 0 <= r["cv_metric"] <= 1 and 1 <= r["best_epoch"] <= EPOCHS
     assert rows[-1]["cv_completed"] == 1

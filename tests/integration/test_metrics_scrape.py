@@ -88,7 +88,7 @@ def tiny_run(tmp_path: Path, name: str):
 def run_tiny_sweep(tmp_path: Path, name: str) -> None:
     from ray import tune
 
-    from cmmd_dist.sweep_tracking import MlflowTrials
+    from cmmd_dist.tune.sweep_tracking import MlflowTrials
     from cmmd_dist.tracking import SweepRecorder
 
     def sweep_trial(config: dict) -> None:  # nested: pickled by value, workers cannot import this test module

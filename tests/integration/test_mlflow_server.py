@@ -51,7 +51,7 @@ SWEEP_NAME = SWEEP_ID.rsplit("/", 1)[1]
 @pytest.fixture(scope="module")
 def sweep(mlflow_server):
     """The sweep driver's tracking (``SweepRecorder`` events, then ``finish``), with two real tiny trainings."""
-    from cmmd_dist.sweep_tracking import sweep_figures
+    from cmmd_dist.tune.sweep_tracking import sweep_figures
     from cmmd_dist.tracking import SweepRecorder
 
     bundle = load_bundle(tiny_run(0.5).data)

@@ -41,8 +41,9 @@ def terminated_in_state(exp: Path) -> set[str]:
 
 def test_smoke_sweep_reports_cv_prunes_and_retrains(ray_session, mlflow_server, tmp_path):
     uri = mlflow_server.uri  # a real `mlflow server` (SQLite backend, artifacts on the SeaweedFS S3 fixture)
+    lines = []
     summary = run_sweep(SweepConfig(dataset="digits2v", preset="smoke", output_dir=str(tmp_path),
-                                    storage=str(tmp_path / "sweeps"), seed=0, mlflow=uri))
+                                    storage=str(tmp_path / "sweeps"), seed=0, mlflow=uri), log=lines.append)
     assert Path(summary["summary_path"]).exists()
     on_disk = json.loads(Path(summary["summary_path"]).read_text())
     assert len(on_disk["trials"]) == 4 and on_disk["workers_per_trial"] == 2 and on_disk["folds"]["k"] == 2
@@ -55,7 +56,13 @@ def test_smoke_sweep_reports_cv_prunes_and_retrains(ray_session, mlflow_server, 
             assert abs(r["cv_metric"] - (r["fold0_metric"] + r["fold1_metric"]) / 2) < 1e-9
     assert any(t["stopped_early"] for t in on_disk["trials"]), "ASHA stopped no trial"
     assert any(not t["stopped_early"] for t in on_disk["trials"])
+    # 2-worker trials end themselves on ASHA's verdict: still PRUNED in Optuna, at their last figure
+    assert "PRUNED" in assert_optuna_holds_every_trial_once(Path(summary["sweep"])).values()
     assert 0 <= on_disk["test"]["error"] < 0.9 and on_disk["retrain_epochs"] >= 1
+    assert 0 < on_disk["test"]["latent_accuracy"] <= 1
+    # M-x_o beside the champion: same rows and epochs, in the summary and its printed table
+    assert 0 <= on_disk["mx_o_test"]["error"] < 0.9
+    assert any(line.startswith("M-x_o (classifier on x_o alone)") for text in lines for line in str(text).splitlines())
 
     # tracked from the driver: one parent, a child per trial (per-epoch metrics), a retrain run; the champion
     from mlflow.tracking import MlflowClient
@@ -68,6 +75,10 @@ def test_smoke_sweep_reports_cv_prunes_and_retrains(ray_session, mlflow_server, 
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags and r.data.tags.get("sweep_id") == summary["sweep"]]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1 and len(children) == 5  # 4 trials + the retrain
+    retrain = next(r for r in children if r.data.tags.get("kind") == "retrain")
+    assert retrain.data.metrics["mx_o_test_error"] == pytest.approx(on_disk["mx_o_test"]["error"])
+    assert retrain.data.metrics["error"] == pytest.approx(on_disk["test"]["error"])
+    assert parents[0].data.metrics["mx_o_test_error"] == pytest.approx(on_disk["mx_o_test"]["error"])
     trial_run = next(r for r in children if r.data.tags.get("kind") == "trial")
     assert len(client.get_metric_history(trial_run.info.run_id, "cv_metric")) >= 1
     assert summary["model_uri"] == "models:/cmmd-digits2v@champion"
@@ -75,38 +86,64 @@ def test_smoke_sweep_reports_cv_prunes_and_retrains(ray_session, mlflow_server, 
     assert spec.name == "digits2v" and core.cfg.num_classes == 10
 
 
+def searcher_state(exp: Path) -> dict:
+    """The newest saved state of the sweep's Optuna searcher (Ray's OptunaSearch pickles its ``__dict__``)."""
+    state_files = sorted(exp.glob("searcher-state-*.pkl"))
+    assert state_files, "no searcher state saved"
+    with open(state_files[-1], "rb") as f:
+        return pickle.load(f)
+
+
+def assert_optuna_holds_every_trial_once(exp: Path, exact: set[str] | None = None) -> dict[str, str]:
+    """Every Tune trial is one Optuna trial, in its state: COMPLETE when it finished its CV, PRUNED when ASHA
+    stopped it; told the sweep's figure: a COMPLETE trial at its best fold-mean CV metric, a PRUNED one at its
+    last reported figure. ``exact``: trial folders whose values are checked (default all; a trial restarted by a
+    resume re-reports epochs that Optuna already holds). Returns {tune trial id: state}."""
+    state = searcher_state(exp)
+    study, by_tune_id = state["_ot_study"], state["_ot_trials"]
+    results = trial_results(exp)
+    told = {t.number: t for t in study.trials}
+    assert len(study.trials) == len(results) == len(by_tune_id) == len(told)  # each trial once, none twice
+    states = {}
+    for folder, rows in results.items():
+        tune_id = rows[-1]["trial_id"]
+        frozen = told[by_tune_id[tune_id].number]
+        expected = "COMPLETE" if rows[-1]["cv_completed"] else "PRUNED"
+        assert frozen.state.name == expected, (folder, frozen.state, rows[-1])
+        if exact is None or folder in exact:
+            assert frozen.value == rows[-1]["best_cv_metric"] == min(r["cv_metric"] for r in rows), (folder, rows)
+        states[tune_id] = expected
+    return states
+
+
 def test_killed_sweep_resumes_without_rerunning_trials(ray_session, tmp_path):
     address = ray_session.get_runtime_context().gcs_address
     env = {**os.environ, "RAY_ADDRESS": address}
-    # no ASHA here: every trial then ends by itself, and its last report says so (cv_completed)
-    cmd = [sys.executable, "-m", "cmmd_dist.tune", "--dataset", "digits2v", "--preset", "smoke", "--num-trials", "4",
-           "--max-concurrent-trials", "1", "--name", "resume-me", "--out", str(tmp_path), "--no-retrain", "--no-asha"]
+    # 1-worker trials (the CV in the Tune function itself), pruned by Tune's own ASHA
+    cmd = [sys.executable, "-m", "cmmd_dist.tune", "--dataset", "digits2v", "--preset", "smoke", "--num-trials", "5",
+           "--workers-per-trial", "1", "--max-concurrent-trials", "1", "--name", "resume-me", "--out", str(tmp_path),
+           "--no-retrain", "--reduction-factor", "2", "--grace-period", "1"]
     exp = tmp_path / "sweeps" / "resume-me"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
-    finished_before: dict[str, int] = {}
+    ended_before: dict[str, int] = {}
     while time.time() < deadline:
         kept = terminated_in_state(exp)
         if len(kept) >= 2:
-            finished_before = {k: len(v) for k, v in trial_results(exp).items() if v and v[-1]["trial_id"] in kept}
+            ended_before = {k: len(v) for k, v in trial_results(exp).items() if v and v[-1]["trial_id"] in kept}
             break
-        time.sleep(0.5)
+        time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert len(finished_before) >= 2, "the sweep did not finish two trials in time"
-    assert len(finished_before) < 4, "the sweep finished before it could be interrupted"
+    assert len(ended_before) >= 2, "the sweep did not end two trials in time"
+    assert len(ended_before) < 5, "the sweep ended before it could be interrupted"
 
     out = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resuming sweep" in out.stdout
     after = trial_results(exp)
-    finished = {k: v for k, v in after.items() if v and v[-1].get("cv_completed")}
-    assert len(finished) == 4
-    for trial, n_rows in finished_before.items():
+    assert len(after) == 5 and len(terminated_in_state(exp)) == 5
+    for trial, n_rows in ended_before.items():
         assert len(after[trial]) == n_rows, f"{trial} ran again"
-    state_files = sorted(exp.glob("searcher-state-*.pkl"))
-    assert state_files, "no searcher state saved"
-    with open(state_files[-1], "rb") as f:
-        state = pickle.load(f)
-    study = state["_ot_study"] if isinstance(state, dict) else state[2]
-    assert len(study.trials) == 4 and all(t.state.is_finished() for t in study.trials)
+    states = assert_optuna_holds_every_trial_once(exp, exact=set(ended_before))
+    assert "COMPLETE" in states.values()

@@ -40,7 +40,7 @@ def test_ray_tune_still_copies_aws_credentials_into_trial_runtime_envs():
     copied = {k for k in CREDENTIALS if before.get(k) == CREDENTIALS[k]}
     assert copied == set(CREDENTIALS), (
         f"Ray Tune no longer copies {sorted(set(CREDENTIALS) - copied)} into trial runtime envs: "
-        "remove cmmd_dist/ray_env.py, its call in cmmd_dist/tune.py run_sweep and this test"
+        "remove cmmd_dist/ray_env.py, its call in cmmd_dist/tune/sweep.py run_sweep and this test"
     )
 
 

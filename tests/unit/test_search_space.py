@@ -8,7 +8,7 @@ import pytest
 from cmmd_dist.config import load_run_config
 from cmmd_dist.datasets.spec import Split
 from cmmd_dist.folds import assign_folds
-from cmmd_dist.search_space import apply_params, load_search_space
+from cmmd_dist.tune.search_space import apply_params, load_search_space
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,7 +64,7 @@ def test_folds_stratified_grouped_and_errors():
 
 def test_asha_rungs_come_from_the_preset_unless_the_sweep_names_them():
     from cmmd_dist.config import SweepConfig
-    from cmmd_dist.searchers import make_scheduler
+    from cmmd_dist.tune.searchers import make_scheduler
 
     quick = load_search_space("digits2v").with_preset("quick")
     assert (quick.asha.grace_period, quick.asha.reduction_factor) == (5, 3)
@@ -72,8 +72,8 @@ def test_asha_rungs_come_from_the_preset_unless_the_sweep_names_them():
     def rungs(sched):  # ASHA's milestones (epochs at which a trial may be stopped)
         return sorted(m for m, _ in sched._brackets[0]._rungs)
 
-    assert rungs(make_scheduler(SweepConfig(dataset="digits2v"), quick, 15, "v")) == [5, 15]
-    assert rungs(make_scheduler(SweepConfig(dataset="digits2v", grace_period=2, reduction_factor=2.0), quick, 15, "v")) == [2, 4, 8]
+    assert rungs(make_scheduler(SweepConfig(dataset="digits2v"), quick, 15)) == [5, 15]
+    assert rungs(make_scheduler(SweepConfig(dataset="digits2v", grace_period=2, reduction_factor=2.0), quick, 15)) == [2, 4, 8]
 
 
 def test_unknown_dataset_names_it_and_lists_the_known_ones():

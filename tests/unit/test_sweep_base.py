@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from cmmd_dist.config import SweepConfig
-from cmmd_dist.search_space import load_search_space
-from cmmd_dist.tune import sweep_base
+from cmmd_dist.tune.search_space import load_search_space
+from cmmd_dist.tune.sweep import sweep_base
 
 
 def test_relative_prepared_dataset_becomes_absolute(tmp_path, monkeypatch):

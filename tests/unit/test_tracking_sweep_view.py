@@ -55,7 +55,7 @@ def test_experiments_are_model_development_experiments(uri):
 def test_experiments_carry_a_runs_table_view_of_every_sweep_figure(uri):
     import json
 
-    from cmmd_dist.sweep_tracking import sweep_figures
+    from cmmd_dist.tune.sweep_tracking import sweep_figures
     from cmmd_dist.tracking import SWEEP_COLUMNS, SWEEP_VIEW
 
     tracker = Tracker(uri)
@@ -75,7 +75,7 @@ def test_sweep_run_is_named_by_its_folder_and_tagged_with_its_path(uri):
 
 
 def test_sweep_figures_count_finished_pruned_and_failed_trials():
-    from cmmd_dist.sweep_tracking import sweep_figures
+    from cmmd_dist.tune.sweep_tracking import sweep_figures
 
     assert sweep_figures(summary()) == {
         "best_cv_mean": 0.12, "best_cv_std": 0.01, "trials_finished": 3 - 2, "trials_pruned": 1.0,
@@ -83,7 +83,7 @@ def test_sweep_figures_count_finished_pruned_and_failed_trials():
 
 
 def test_finish_puts_the_sweep_figures_on_its_run_and_on_the_champion(uri):
-    from cmmd_dist.sweep_tracking import sweep_figures
+    from cmmd_dist.tune.sweep_tracking import sweep_figures
 
     rec = SweepRecorder("view2", None, {"lam": [0, 1]}, sweep_id=SWEEP_ID, uri=uri)
     for trial, lam, pruned in (("t0", 0.3, False), ("t1", 0.9, True)):

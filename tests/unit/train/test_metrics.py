@@ -7,7 +7,7 @@ from __future__ import annotations
 import pickle
 from types import SimpleNamespace
 
-from cmmd_dist.sweep_tracking import MlflowTrials, trial_state
+from cmmd_dist.tune.sweep_tracking import MlflowTrials, trial_state
 from cmmd_dist.train.metrics import SWEEP_STATES, SweepGauges, WorkerMetrics, prometheus_names
 
 

@@ -1,5 +1,6 @@
 """The sweep's MLflow side, seen from the Tune driver: a Tune callback feeding ``tracking.SweepRecorder``,
 and the final report (figures, summary, registered champion) after the retrain.
+The sweep driver points the best-trial gauge at the sweep's figure (``best_cv_metric``), the one trials are ranked by.
 
 Only the driver writes to MLflow: one parent run per sweep, one nested run per trial (a resumed or
 restarted trial continues its own run), and a retrain run holding the test figures and the model.
@@ -95,8 +96,15 @@ def finish_sweep(recorder: SweepRecorder, summary: dict, retrain: dict, bundle, 
     public = {k: v for k, v in summary.items() if not k.startswith("_")}
     artifacts = {**figs, "summary.json": public, "config.yaml": yaml.safe_dump(run_config, sort_keys=False)}
     example = {n: bundle.test.arrays[n][:5] for n in obs}
-    return recorder.finish(retrain["model"], spec, retrain["test"], summary["best"]["params"], example, artifacts,
+    test = {**retrain["test"], **mx_o_figures(summary)}
+    return recorder.finish(retrain["model"], spec, test, summary["best"]["params"], example, artifacts,
                            sweep_figures(summary))
+
+
+def mx_o_figures(summary: dict) -> dict[str, float]:
+    """M-x_o's test figures beside the champion's, as ``mx_o_test_<figure>`` (error or map, metric, accuracy)."""
+    return {f"mx_o_test_{k}": float(v) for k, v in (summary.get("mx_o_test") or {}).items()
+            if k in ("error", "map", "micro_ap", "metric")}
 
 
 def sweep_figures(summary: dict) -> dict[str, float]:
@@ -110,6 +118,7 @@ def sweep_figures(summary: dict) -> dict[str, float]:
         "trials_pruned": sum(t["stopped_early"] and t["error"] is None for t in trials),
         "trials_failed": summary.get("trials_failed", sum(t["error"] is not None for t in trials)),
         "trial_epochs": summary.get("trial_epochs_total"), "wall_s": summary.get("search_seconds"),
-        **{f"test_{k}": v for k, v in test.items() if k in ("error", "map", "rmse")},
+        **{f"test_{k}": v for k, v in test.items() if k in ("error", "map", "rmse", "latent_accuracy")},
+        **{k: v for k, v in mx_o_figures(summary).items() if k in ("mx_o_test_error", "mx_o_test_map")},
     }
     return {k: float(v) for k, v in figures.items() if v is not None}

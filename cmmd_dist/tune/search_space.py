@@ -76,7 +76,7 @@ class Preset(_Strict):
     params: dict[str, Distribution] = Field(default_factory=dict)
     replace_params: bool = Field(False, description="params replace the space's params instead of updating them")
     folds: Folds | None = None
-    searcher: Literal["optuna", "grid"] | None = None
+    searcher: Literal["optuna", "random", "grid"] | None = None
     num_trials: int | None = Field(None, ge=1)
     workers_per_trial: int | None = Field(None, ge=1)
     asha: Asha | None = None
@@ -86,15 +86,18 @@ class SearchSpace(_Strict):
     """What a sweep searches for one dataset."""
 
     dataset: str = Field(description="dataset name (registry) this space is for")
-    metric: str = Field("cv_metric", description="the reported metric that ranks trials")
-    mode: Literal["min", "max"] = Field("min", description="min for error / 1-mAP, max for accuracy or mAP")
+    metric: Literal["cv_metric"] = Field(
+        "cv_metric", description="the fold-mean validation figure each epoch reports (error, or 1 - mAP); every "
+        "trial is judged by its best value so far (best_cv_metric): the searcher, ASHA and the final selection alike")
+    mode: Literal["min"] = Field("min", description="the CV metric is lower-is-better (error, 1 - mAP)")
     folds: Folds = Field(default_factory=Folds)
     fixed: dict[str, dict[str, Any]] = Field(default_factory=dict, description="run-config values shared by every trial")
     params: dict[str, Distribution] = Field(default_factory=dict, description="dotted run-config path -> distribution")
     presets: dict[str, Preset] = Field(default_factory=dict)
     num_trials: int = Field(20, ge=1)
     workers_per_trial: int = Field(1, ge=1)
-    searcher: Literal["optuna", "grid"] = "optuna"
+    searcher: Literal["optuna", "random", "grid"] = Field(
+        "optuna", description="optuna: TPE; random: uniform samples (told to Optuna alike); grid: the grid values")
     asha: Asha = Field(default_factory=Asha, description="the pruning schedule (sweep options override it)")
 
     @model_validator(mode="after")
@@ -122,6 +125,11 @@ class SearchSpace(_Strict):
             "searcher": p.searcher or self.searcher, "num_trials": p.num_trials or self.num_trials,
             "workers_per_trial": p.workers_per_trial or self.workers_per_trial, "asha": p.asha or self.asha,
         })
+
+    @property
+    def figure(self) -> str:
+        """The per-trial figure that ranks trials: the best fold-mean CV metric so far (with its ``best_epoch``)."""
+        return f"best_{self.metric}"
 
 
 def _check_param(where: str, key: str, dist: Distribution) -> None:

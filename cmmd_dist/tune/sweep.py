@@ -1,32 +1,26 @@
-"""``python -m cmmd_dist.tune --dataset NAME``: the sweep. Ray Tune + Optuna (TPE) + ASHA, k-fold CV per trial.
+"""The sweep driver: plan (every check before anything starts), search (Ray Tune + Optuna TPE + ASHA, k-fold CV
+per trial), retrain the champion on train+val and test it once, register it in MLflow.
 
-Each trial is a function that builds and fits a Ray Train ``TorchTrainer`` (Train V2) running the
-fold-parallel CV loop of ``cmmd_dist.train.cv`` and forwards its reports with ``TuneReportCallback``.
-After the search the best configuration is retrained on train+val for the epoch count CV chose,
-tested once on the untouched test split, and summarised (table on stdout, JSON next to the results).
-
-    python -m cmmd_dist.tune --dataset digits2v --preset smoke
-    ray job submit -- python -m cmmd_dist.tune --dataset flickr --workers-per-trial 4 --use-gpu
+Every trial is judged by one figure, the space's ``figure`` (the best fold-mean CV metric so far,
+``best_cv_metric``): the searcher is told it, ASHA prunes on it, and the champion is the best finished trial by
+it. The trials themselves are ``cmmd_dist.tune.trial``; the command line, ``cmmd_dist.tune.options``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from cmmd_dist.config import RunConfig, SweepConfig
-from cmmd_dist.errors import UserError, run_cli
-from cmmd_dist.search_space import Folds, SearchSpace, apply_params, load_search_space
+from cmmd_dist.errors import UserError
+from cmmd_dist.tune.results import format_table, trials_table
+from cmmd_dist.tune.search_space import SearchSpace, apply_params, load_search_space
 
-__all__ = ["run_sweep", "plan_sweep", "SweepPlan", "SweepFailed", "champion_row", "trial_fn", "sweep_base", "main",
-           "run_from_args", "build_parser", "sweep_paths"]
-
-METRIC, MODE = "cv_metric", "min"
+__all__ = ["run_sweep", "plan_sweep", "SweepPlan", "SweepFailed", "champion_row", "sweep_base", "sweep_paths",
+           "resume_command", "retrain_latent_accuracy"]
 
 
 def sweep_base(settings: SweepConfig, space: SearchSpace, dataset: str | None = None) -> dict:
@@ -62,49 +56,6 @@ def _pin_local_source(data: dict) -> None:
         data["dataset"] = str(Path(data["dataset"]).resolve())
 
 
-def trial_fn(config: dict, base: dict, folds: Folds, workers: int, use_gpu: bool, storage: str,
-             verdicts: str | None = None, storage_fs=None) -> None:
-    """One trial: a TorchTrainer over ``workers`` Ray Train workers running fold-parallel CV."""
-    import ray.train
-    import ray.tune
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from cmmd_dist.train.cv import cv_worker
-    from cmmd_dist.train.distributed import quick_report_polling
-
-    quick_report_polling()  # an epoch of a small trial would otherwise wait 2 s for its report to be taken
-    run = RunConfig.model_validate(apply_params(base, config))
-    trial_id = ray.tune.get_context().get_trial_id()
-    TorchTrainer(
-        cv_worker,
-        train_loop_config={"run": run, "folds": folds, "trial_id": trial_id, "verdicts": verdicts},
-        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu),
-        run_config=ray.train.RunConfig(name=f"trial-{trial_id}", storage_path=storage, storage_filesystem=storage_fs,
-                                       callbacks=[TuneReportCallback()]),
-    ).fit()
-    _drain_reports()
-
-
-def _drain_reports(timeout_s: float = 60.0, settle_s: float = 1.0) -> None:
-    """Return from a trial only once Tune has taken the trainer's last report.
-
-    Ray 2.60 deadlocks otherwise: ``TuneReportCallback`` hands each report to the trial through a
-    one-slot queue actor; when the trial function returns while the last report still sits there, the
-    function's end-of-trial marker fills the trial's one-slot result queue first and the trial's main
-    thread, forwarding that last report into the same full queue, blocks forever (seen on a loaded
-    two-node cluster: the sweep never ends)."""
-    import time
-
-    from ray.train._internal.session import get_session
-
-    queue = getattr(get_session(), "_inter_actor_queue", None)
-    deadline = time.monotonic() + timeout_s
-    while queue is not None and not queue.empty() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(settle_s)  # the main thread moves the item it just took into the result queue
-
-
 def sweep_paths(settings: SweepConfig, dataset: str) -> tuple[str, str]:
     """(storage root, sweep name). Unnamed sweeps get a timestamp; an unnamed --resume takes the newest one."""
     storage = settings.storage or str(Path(settings.output_dir, "sweeps").resolve())
@@ -123,39 +74,6 @@ def sweep_paths(settings: SweepConfig, dataset: str) -> tuple[str, str]:
             raise UserError(f"--resume: no sweep named {prefix}-* under {storage}")
         return storage, found[-1]
     return storage, f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _trials_table(result_grid, space: SearchSpace) -> list[dict]:
-    rows = []
-    for r in result_grid:
-        m = r.metrics or {}
-        if not m:
-            continue
-        rows.append({
-            "trial_id": m.get("trial_id"), "params": {k: r.config.get(k) for k in space.params},
-            "best_cv_metric": m.get("best_cv_metric"), "cv_metric": m.get(METRIC), "cv_std": m.get("cv_std"),
-            "best_cv_rmse": m.get("best_cv_rmse"), "best_epoch": m.get("best_epoch"), "epochs_run": m.get("epoch"), "stopped_early": not m.get("cv_completed", 0),
-            "error": str(r.error) if r.error else None, "finished_at": m.get("timestamp"),
-        })
-    return sorted(rows, key=lambda row: (row["best_cv_metric"] is None, row["best_cv_metric"]))
-
-
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
-def format_table(rows: list[dict], test: dict | None, top: int = 10) -> str:
-    keys = sorted({k for r in rows for k in r["params"]})
-    head = ["trial", *[k.split(".")[-1] for k in keys], "cv mean", "+-", "epoch", "ran", "pruned"]
-    lines = [" | ".join(head)]
-    for r in rows[:top]:
-        vals = [f"{r['params'][k]:.4g}" if isinstance(r["params"][k], float) else str(r["params"][k]) for k in keys]
-        lines.append(" | ".join([str(r["trial_id"]), *vals, _fmt(r["best_cv_metric"]), _fmt(r["cv_std"]),
-                                 str(r["best_epoch"]), str(r["epochs_run"]), "yes" if r["stopped_early"] else "no"]))
-    if test:
-        fig = f"error {100 * test['error']:.2f}%" if "error" in test else f"mAP {test['map']:.4f}"
-        lines.append(f"best configuration retrained on train+val, tested once: {fig}, rmse {test['rmse']:.4f}")
-    return "\n".join(lines)
 
 
 class SweepFailed(UserError):
@@ -243,7 +161,7 @@ def run_sweep(settings: SweepConfig, log=print) -> dict:
     import ray
 
     from cmmd_dist.ray_env import keep_credentials_out_of_runtime_env
-    from cmmd_dist.sweep_tracking import start_recorder
+    from cmmd_dist.tune.sweep_tracking import start_recorder
 
     keep_credentials_out_of_runtime_env()
     # a tracking outage is waited out by the recorder's queue, not by minutes of client retries per event
@@ -281,25 +199,31 @@ def _search_and_register(plan: SweepPlan, recorder, log) -> dict:
     import ray
     from ray import tune
 
-    from cmmd_dist.searchers import Verdicts, make_scheduler, make_searcher, tune_param_space
-    from cmmd_dist.sweep_tracking import MlflowTrials, finish_sweep
+    from cmmd_dist.tune.searchers import make_scheduler, make_searcher, tune_param_space
+    from cmmd_dist.tune.sweep_tracking import MlflowTrials, finish_sweep
+    from cmmd_dist.tune.trial import trial_fn
+    from cmmd_dist.tune.workarounds import Verdicts
 
     settings, space, base, name, fs, root = plan.settings, plan.space, plan.base, plan.name, plan.fs, plan.root
-    epochs = RunConfig.model_validate(base).train.epochs
+    base_run = RunConfig.model_validate(base)
+    epochs = base_run.train.epochs
     workers = settings.workers_per_trial or space.workers_per_trial
     num_trials = settings.num_trials or space.num_trials
     # save the experiment state often, so that a killed driver's finished trials are known as finished
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    cpus = ray.cluster_resources().get("CPU", 1)
-    concurrent = settings.max_concurrent_trials or max(1, int(cpus // workers))
-    verdicts = f"cmmd-verdicts-{name}" if settings.asha else None
+    cluster_cpus = ray.cluster_resources().get("CPU", 1)
+    concurrent = settings.max_concurrent_trials or max(1, int(cluster_cpus // workers))
+    verdicts = f"cmmd-verdicts-{name}" if settings.asha and workers > 1 else None  # workarounds.CooperativeASHA
     if verdicts:
         verdicts_actor = Verdicts.options(name=verdicts, get_if_exists=True).remote()  # noqa: F841 (kept alive)
     trainable = tune.with_parameters(trial_fn, base=base, folds=space.folds, workers=workers,
                                      use_gpu=settings.use_gpu, storage=f"{root.rstrip('/')}/{name}-train",
                                      verdicts=verdicts, storage_fs=fs)
-    # the trial driver only waits on its workers: no CPU of its own (a bundle may not be empty, so a little memory)
-    trainable = tune.with_resources(trainable, {"cpu": 0, "memory": 64 * 1024**2})
+    if workers == 1:  # the trial computes in its own process
+        cpus = base_run.train.threads or base_run.distributed.cpus_per_worker
+        trainable = tune.with_resources(trainable, {"cpu": cpus, "gpu": int(settings.use_gpu)})
+    else:  # the trial only waits on its workers: no CPU of its own (a bundle may not be empty, so a little memory)
+        trainable = tune.with_resources(trainable, {"cpu": 0, "memory": 64 * 1024**2})
     t0 = time.time()
     exp_path = plan.exp_path
     if settings.resume:
@@ -312,20 +236,21 @@ def _search_and_register(plan: SweepPlan, recorder, log) -> dict:
         tuner = tune.Tuner(
             trainable,
             param_space=tune_param_space(space, searcher),
-            tune_config=tune.TuneConfig(
-                metric=METRIC, mode=MODE, num_samples=1 if grid else num_trials,
+            tune_config=tune.TuneConfig(  # metric and mode: the searcher's and the scheduler's, the space's figure
+                num_samples=1 if grid else num_trials,
                 search_alg=make_searcher(settings, space, concurrent, num_trials),
-                scheduler=make_scheduler(settings, space, epochs, verdicts or ""),
+                scheduler=make_scheduler(settings, space, epochs, workers, verdicts or ""),
                 max_concurrent_trials=concurrent, time_budget_s=settings.time_budget_s,
+                reuse_actors=workers == 1,  # a 1-worker trial's process (torch imported) serves the next trial
             ),
             run_config=tune.RunConfig(name=name, storage_path=root, storage_filesystem=fs, verbose=1,
-                                      callbacks=[MlflowTrials(recorder)]),
+                                      callbacks=[MlflowTrials(recorder, space.figure)]),
         )
     grid_result = tuner.fit()
-    rows = _trials_table(grid_result, space)
+    rows = trials_table(grid_result, space)
     summary = {"dataset": plan.dataset, "scenario": settings.scenario, "preset": settings.preset, "sweep": exp_path,
                "searcher": settings.searcher or space.searcher, "folds": space.folds.model_dump(),
-               "workers_per_trial": workers, "max_concurrent_trials": concurrent, "cpus": cpus,
+               "workers_per_trial": workers, "max_concurrent_trials": concurrent, "cpus": cluster_cpus,
                "trials": rows, "trial_epochs_total": sum(r["epochs_run"] or 0 for r in rows),
                "trials_failed": sum(r["error"] is not None for r in rows) + _silent_failures(grid_result),
                "search_seconds": time.time() - t0}
@@ -341,7 +266,7 @@ def _search_and_register(plan: SweepPlan, recorder, log) -> dict:
         recorder.drain()
         recorder.tracker.end_run(recorder.parent)
     summary["tracking_points_lost"] = recorder.lost
-    log(format_table(rows, summary.get("test")))
+    log(format_table(rows, summary.get("test"), summary.get("mx_o_test")))
     if recorder.lost:
         log(f"MLflow {recorder.tracker.uri} was away: {recorder.lost} tracking writes are lost")
     if "model_uri" in summary:
@@ -382,68 +307,49 @@ def _retrain_best(plan: SweepPlan, best: dict, log, workers: int) -> dict:
     log(f"retraining trial {best['trial_id']} on train+val: {run.train.pretrain_epochs} pretraining + {epochs} "
         f"supervised epochs on {workers} Ray Train workers{' (GPU)' if plan.settings.use_gpu else ''}")
     res = retrain_distributed(run, epochs, log=log)
-    return {"best": best, "best_run_config": run.model_dump(mode="json"), "retrain_epochs": epochs,
-            "retrain_pretrain_epochs": run.train.pretrain_epochs, "retrain_workers": res["workers"],
-            "retrain_device": res["device"], "retrain_checkpoint": res["checkpoint"],
-            "test": res["test"], "_retrain": res, "_bundle": load_bundle(run.data)}
+    bundle = load_bundle(run.data)
+    res["test"] = {**res["test"], **retrain_latent_accuracy(res["model"], run, bundle)}
+    out = {"best": best, "best_run_config": run.model_dump(mode="json"), "retrain_epochs": epochs,
+           "retrain_pretrain_epochs": run.train.pretrain_epochs, "retrain_workers": res["workers"],
+           "retrain_device": res["device"], "retrain_checkpoint": res["checkpoint"],
+           "test": res["test"], "_retrain": res, "_bundle": bundle}
+    if run.model.kind != "mx_o":
+        out["mx_o_test"] = _retrain_mx_o(run, epochs, log)
+    return out
 
 
-def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    standalone = p is None
-    p = p or argparse.ArgumentParser(prog="python -m cmmd_dist.tune", description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", help="dataset name (default: the manifest's name with --data, else digits2v)")
-    p.add_argument("--space", help="search-space YAML (default: search_spaces/<dataset>.yaml)")
-    p.add_argument("--scenario", help="observed-modality scenario (its own sweep and model)")
-    p.add_argument("--preset", help="preset of the space: paper, smoke, ...")
-    p.add_argument("--num-trials", type=int)
-    p.add_argument("--time-budget-s", type=float)
-    p.add_argument("--workers-per-trial", type=int)
-    p.add_argument("--use-gpu", action="store_true", help="one GPU per worker, nccl")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (the MMD stays fp32)")
-    p.add_argument("--data", help="prepared dataset URI")
-    p.add_argument("--storage", help="sweep storage (local folder or s3://...)")
-    p.add_argument("--searcher", choices=["optuna", "grid"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-asha", action="store_true", help="run every trial to the end")
-    p.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial may be stopped (default: the space's)")
-    p.add_argument("--reduction-factor", type=float, help="ASHA: rung reduction factor (default: the space's)")
-    p.add_argument("--max-concurrent-trials", type=int)
-    p.add_argument("--name", help="sweep name")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
-    p.add_argument("--no-retrain", action="store_true")
-    p.add_argument("--out", default="runs", help="output folder for summaries and models")
-    p.add_argument("--mlflow", help="MLflow tracking URI")
-    if standalone:
-        p.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
-    return p
+def _retrain_mx_o(run: RunConfig, epochs: int, log) -> dict:
+    """M-x_o (the champion's prior network and classifier on x_o alone, ``model.kind=mx_o``) under the champion's
+    budget: the same train+val rows, supervised epochs, batch size, learning rate, seed and workers; tested once.
+    No pretraining: without labels M-x_o has nothing to learn."""
+    from cmmd_dist.train.distributed import retrain_distributed
+
+    mx = run.model_copy(update={
+        "model": run.model.model_copy(update={"kind": "mx_o"}),
+        "train": run.train.model_copy(update={"pretrain_epochs": 0}),
+        "distributed": run.distributed.model_copy(update={"name": f"{run.distributed.name}-mx_o"})})
+    log(f"retraining M-x_o (x_o alone) on the same rows for {epochs} epochs")
+    return retrain_distributed(mx, epochs, log=log)["test"]
 
 
-def settings_from_args(a: argparse.Namespace) -> SweepConfig:
-    return SweepConfig(
-        dataset=a.dataset, space=a.space, scenario=a.scenario, preset=a.preset, num_trials=a.num_trials,
-        time_budget_s=a.time_budget_s, workers_per_trial=a.workers_per_trial, use_gpu=a.use_gpu, bf16=a.bf16, data=a.data,
-        storage=a.storage, searcher=a.searcher, seed=a.seed, asha=not a.no_asha,
-        grace_period=a.grace_period, reduction_factor=a.reduction_factor,
-        max_concurrent_trials=a.max_concurrent_trials, name=a.name, resume=a.resume, retrain=not a.no_retrain,
-        output_dir=a.out, mlflow=a.mlflow,
-    )
+def retrain_latent_accuracy(core, run: RunConfig, bundle=None) -> dict:
+    """``{"latent_accuracy": ...}`` of a retrained model on a multi-class dataset (logistic regression fit on 500
+    train+val latents, scored on the test latents: ``evaluate.latent_classification``); {} for multi-label data."""
+    from cmmd_dist.datasets.registry import load_bundle
+    from cmmd_dist.evaluate import latent_classification, predict
+    from cmmd_dist.folds import development_split
+    from cmmd_dist.train.batches import SplitTensors
+
+    if core.cfg.multilabel:
+        return {}
+    bundle = bundle or load_bundle(run.data)
+    observed, missing = bundle.spec.split_modalities(run.data.scenario)
+    obs, mis = [m.name for m in observed], [m.name for m in missing]
+    dev = SplitTensors.from_split(development_split(bundle), obs, mis)
+    test = SplitTensors.from_split(bundle.test, obs, mis)
+    core = core.cpu()
+    acc = latent_classification(predict(core, dev)["z"], dev.y.numpy(), predict(core, test)["z"], test.y.numpy(),
+                                seed=run.train.seed)
+    return {"latent_accuracy": acc}
 
 
-def run_from_args(args: argparse.Namespace) -> int:
-    """``cmmd-dist tune`` and ``python -m cmmd_dist.tune``: the same checks, the same sweep. A sweep in which
-    no trial finished its CV exits 1; user errors are :class:`UserError` (one line, exit 2, via run_cli)."""
-    try:
-        run_sweep(settings_from_args(args))
-    except SweepFailed as err:
-        print(f"cmmd_dist.tune: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_cli(lambda: run_from_args(args), prog="cmmd_dist.tune", argv=argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The sweep's work-arounds of Ray 2.60 bugs, in one place; each names the Ray issue and has a regression test.
+
+Both concern multi-worker trials only (a ``TorchTrainer`` run inside a Tune function trial). A 1-worker trial
+runs its CV in the Tune function itself (``cmmd_dist.tune.trial``): Tune's own ASHA stops it, and it has no
+Train controller whose reports could be stuck.
+
+- :class:`CooperativeASHA` + :class:`Verdicts`, ray#54305: a Tune trial that is stopped (killed) while its Train
+  V2 controller runs leaves the controller's worker placement group behind; Ray's ``PlacementGroupCleaner``
+  (ray PR #58515) removes it only where the state API answers (it does not on a Ray without its dashboard),
+  and the next trial waits forever for its CPUs. Regression test:
+  ``tests/integration/test_tune_workarounds.py::test_a_killed_train_trial_still_leaks_its_placement_group``.
+- :func:`drain_reports`: ``TuneReportCallback`` hands each Train report to the trial through a one-slot queue
+  actor that the trial's main thread forwards into the session's one-slot result queue; when the trial
+  function returns while the last report still sits in the queue actor, the end-of-trial marker fills the
+  result queue first and the main thread blocks forever (seen on a loaded two-node cluster). Ray's issue:
+  the one-slot hand-over of ``ray.train._internal.session._TrainSession`` (no issue filed upstream yet; the
+  regression test checks the hand-over is still built that way:
+  ``tests/unit/tune/test_workarounds.py::test_train_reports_still_reach_tune_through_one_slot_queues``).
+
+``cmmd_dist.ray_env`` holds the third (credentials copied into trial runtime envs, ray#28276), with its test.
+"""
+
+from __future__ import annotations
+
+import time
+
+import ray
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+__all__ = ["CooperativeASHA", "Verdicts", "drain_reports", "wait_for_verdict", "COMPLETED_KEY"]
+
+COMPLETED_KEY = "cv_completed"  # 1 on the report that ends a trial by itself (last epoch, or patience ran out)
+
+
+@ray.remote(num_cpus=0)
+class Verdicts:
+    """The scheduler's decision per trial and epoch, which the trial's rank 0 reads after each report."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[int, bool]] = {}
+
+    def record(self, trial_id: str, epoch: int, stop: bool) -> None:
+        self._last[trial_id] = (epoch, stop)
+
+    def get(self, trial_id: str) -> tuple[int, bool] | None:
+        return self._last.get(trial_id)
+
+
+class CooperativeASHA(ASHAScheduler):
+    """Ray's ASHA decisions, enforced by the trial itself instead of by killing the trial actor (ray#54305).
+
+    A STOP becomes a verdict that the trial's rank 0 reads right after reporting that epoch
+    (:func:`wait_for_verdict`); the trial then ends its loop and returns normally, releasing everything."""
+
+    def __init__(self, verdicts_name: str, **kwargs):
+        super().__init__(**kwargs)
+        self.verdicts_name = verdicts_name
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        decision = super().on_trial_result(tune_controller, trial, result)
+        stop = decision == TrialScheduler.STOP and not result.get(COMPLETED_KEY, 0)
+        if "epoch" in result:
+            ray.get_actor(self.verdicts_name).record.remote(trial.trial_id, int(result["epoch"]), stop)
+        return TrialScheduler.CONTINUE
+
+
+def wait_for_verdict(verdicts: str, trial_id: str, epoch: int, rank: int, world: int, timeout_s: float = 120.0,
+                     device="cpu") -> bool:
+    """Whether the scheduler stopped this trial at ``epoch`` (rank 0 asks; every rank gets the answer)."""
+    import torch
+    import torch.distributed as dist
+
+    stop = torch.zeros(1, device=device)
+    if rank == 0:
+        actor, deadline = ray.get_actor(verdicts), time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            seen = ray.get(actor.get.remote(trial_id))
+            if seen is not None and seen[0] >= epoch:
+                stop[0] = float(seen[1])
+                break
+            time.sleep(0.05)
+    if world > 1:
+        dist.broadcast(stop, src=0)
+    return bool(stop[0])
+
+
+def drain_reports(timeout_s: float = 60.0, settle_s: float = 1.0) -> None:
+    """Return from a trial only once Tune has taken the trainer's last report (see the module docstring)."""
+    from ray.train._internal.session import get_session
+
+    queue = getattr(get_session(), "_inter_actor_queue", None)
+    deadline = time.monotonic() + timeout_s
+    while queue is not None and not queue.empty() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(settle_s)  # the main thread moves the item it just took into the result queue
