@@ -218,13 +218,16 @@ def test_cv_trial_on_gpu(ray_session, flickr_tiny, tmp_path, bf16):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
-def test_fold_epochs_on_gpu_in_process(flickr_tiny, bf16):
-    """The worker's pieces in this process (one rank, no Ray Train): rows, model and Adam state on CUDA."""
+@pytest.mark.parametrize("bf16,stream", [(False, "auto"), (True, "auto"), (False, "always")],
+                         ids=["fp32", "bf16", "fp32-streamed"])
+def test_fold_epochs_on_gpu_in_process(flickr_tiny, bf16, stream):
+    """The worker's pieces in this process (one rank, no Ray Train): rows (or streamed batches), model and Adam
+    state on CUDA."""
     from cmmd_dist.train.cv import build_folds, cv_epoch
     from cmmd_dist.train.ranks import autocast_for
+    from cmmd_dist.train.sources import StreamedRows
 
-    run = load_run_config(None, {"data": {"dataset": flickr_tiny}, "model": TINY,
+    run = load_run_config(None, {"data": {"dataset": flickr_tiny, "stream": stream}, "model": TINY,
                                  "train": {"batch_size": 4, "pretrain_epochs": 1, "progress": False, "baseline": False}})
     device = torch.device("cuda", 0)
     states, _ = build_folds(run, FOLDS, 0, 1, device)
@@ -235,7 +238,10 @@ def test_fold_epochs_on_gpu_in_process(flickr_tiny, bf16):
     assert {str(e["y"].device) for e in seen if e["kind"] == "batch"} == {"cuda:0"}
     for s in states:
         assert {p.device for p in s.core.parameters()} == {device}
-        assert s.rows.fit.base.y.device == device and s.rows.pretrain.base.y.device == device
+        if stream == "always":
+            assert isinstance(s.rows.fit, StreamedRows) and s.rows.fit.device == s.rows.pretrain.device == device
+        else:
+            assert s.rows.fit.base.y.device == device and s.rows.pretrain.base.y.device == device
         state = [t for st in s.optimizer.state.values() for k, t in st.items() if torch.is_tensor(t) and k != "step"]
         assert state and {t.device for t in state} == {device}
     assert all(r["train_mmd"] > 0 and math.isfinite(r["train_loss"]) for r in rows)
