@@ -1,4 +1,4 @@
-"""``cmmd-dist models``: the registered CMMD models of a tracking store.
+"""``cmmd-dist models``: the registered models (CMMD, and baselines registered as ``<kind>-<dataset>``) of a tracking store.
 
     cmmd-dist models list
     cmmd-dist models pull cmmd-digits2v [--alias champion] [--out DIR]
@@ -72,7 +72,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
             out.rmdir()
         raise
     core, spec, metrics = pyfunc_model.load_files(folder / "artifacts")
-    print(f"{args.name}@{args.alias}: dataset {spec.name}, observed {[m.name for m in core.cfg.observed]}, "
+    print(f"{args.name}@{args.alias}: {pyfunc_model.model_kind(core)} on dataset {spec.name}, observed {[m.name for m in core.cfg.observed]}, "
           f"missing {[m.name for m in core.cfg.missing]}, zdim {core.cfg.zdim}")
     print(f"model folder: {folder}  (mlflow.pyfunc.load_model({str(folder)!r}) or "
           f"cmmd_dist.pyfunc_model.load_files({str(folder / 'artifacts')!r}))")

@@ -197,15 +197,18 @@ def report_figures(core, test, history: list[dict] | None = None, trials: list[d
     figs: dict[str, Figure] = {}
     if history:
         figs["learning_curves.png"] = learning_curves(history)
-    curves = {"this model": (COLLAPSE_EPS, collapse_curve(p["mu_q"], p["logvar_q"], p["z"], p["logvar_p"])),
-              **(collapse or {})}
-    figs["posterior_collapse.png"] = collapse_curves(curves)
+    own = {"this model": (COLLAPSE_EPS, collapse_curve(p["mu_q"], p["logvar_q"], p["mu_p"], p["logvar_p"]))} if "mu_q" in p else {}
+    curves = {**own, **(collapse or {})}  # M-x_o has no posterior
+    if curves:
+        figs["posterior_collapse.png"] = collapse_curves(curves)
     if trials:
         figs["lambda_vs_cv.png"] = lambda_scatter(trials)
     figs["latent_embedding.png"] = latent_embedding(p["z"], y)
     for m in core.cfg.missing:
         truth = sub["mis"][m.name].cpu().numpy()
-        gen = p[f"gen:{m.name}"]
+        gen = p.get(f"gen:{m.name}")
+        if gen is None:  # a model that generates nothing (M-x_o)
+            continue
         if m.likelihood != "categorical" and len(m.shape) >= 2:
             figs[f"generated_{m.name}.png"] = generation_grid(truth, gen, m.shape, title=f"{m.name}: truth vs generated")
         elif m.likelihood == "bernoulli":

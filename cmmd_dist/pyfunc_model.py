@@ -9,8 +9,10 @@
 ``list<float32>`` column reads back exactly so). The model stands alone: it needs torch, mlflow,
 numpy and pandas (its ``requirements.txt``), not cmmd_dist. Its folder holds this file, the
 pure-torch model package copied under a name of its own (``code/cmmd_model_<digest>``, see
-:func:`bundle_model_code`), ``artifacts/model.pt`` (state_dict + CMMDConfig.to_dict(), read with
-``weights_only=True``), ``spec.json`` (the dataset spec + scenario) and ``metrics.json``.
+:func:`bundle_model_code`), ``artifacts/model.pt`` (state_dict + CMMDConfig.to_dict(), and for a baseline
+of the paper (VCCA, MVAE, MMVAE, M-x_o) its BaselineConfig.to_dict() as ``baseline_config``; read with
+``weights_only=True``), ``spec.json`` (the dataset spec + scenario) and ``metrics.json``. A baseline
+answers the same tasks from the latent it classifies; M-x_o generates nothing (``generate`` is refused).
 
 Logged, this file runs without cmmd_dist: at module level it imports only mlflow, numpy and pandas,
 and cmmd_dist is imported only inside :func:`save`, :func:`load_files` and :func:`bundle_model_code`,
@@ -28,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["TASKS", "CODE_PACKAGE_KEY", "CMMDPyfunc", "save", "load_files", "bundle_model_code", "frame_to_obs",
-           "rows_frame", "signature", "task_columns", "requirements"]
+           "rows_frame", "signature", "task_columns", "requirements", "model_kind"]
 
 TASKS = ("classify", "generate", "embed")
 CODE_PACKAGE_KEY = "code_package"  # model_config key: the bundled model package's import name
@@ -47,7 +49,10 @@ def save(path: str | Path, core, spec, scenario: str | None, metrics: dict, exam
     observed = [m.name for m in core.cfg.observed]
     with tempfile.TemporaryDirectory() as tmp:
         files = {"model": Path(tmp) / "model.pt", "spec": Path(tmp) / "spec.json", "metrics": Path(tmp) / "metrics.json"}
-        torch.save({"state_dict": core.state_dict(), "model_config": core.cfg.to_dict()}, files["model"])
+        ckpt = {"state_dict": core.state_dict(), "model_config": core.cfg.to_dict()}
+        if model_kind(core) != "cmmd":
+            ckpt["baseline_config"] = core.params.to_dict()
+        torch.save(ckpt, files["model"])
         files["spec"].write_text(json.dumps({**spec_to_dict(spec), "scenario": scenario or spec.default_scenario}))
         files["metrics"].write_text(json.dumps(metrics, default=float))
         package = bundle_model_code(Path(tmp) / "code")
@@ -57,7 +62,7 @@ def save(path: str | Path, core, spec, scenario: str | None, metrics: dict, exam
             code_paths=[str(package)], model_config={CODE_PACKAGE_KEY: package.name},
             signature=signature(core.cfg), input_example=(example, {"task": "classify"}),
             pip_requirements=requirements(),
-            metadata={"tasks": task_columns(core.cfg),
+            metadata={"kind": model_kind(core), "tasks": task_columns(core.cfg, model_kind(core)),
                       "shapes": {m.name: list(m.shape) for m in (*core.cfg.observed, *core.cfg.missing)}},
         )
     return Path(path)
@@ -97,18 +102,27 @@ def bundle_model_code(dst: str | Path, src: str | Path | None = None) -> Path:
     return out
 
 
+def model_kind(core) -> str:
+    """'cmmd', or the baseline's kind (vcca, mvae, mmvae, mx_o): what ``model.baselines.make_model`` built."""
+    params = getattr(core, "params", None)
+    return getattr(params, "kind", "cmmd")
+
+
 def _load_core(path: Path, model_package):
-    """The CMMD of ``model.pt`` in eval mode, built from ``model_package`` (cmmd_dist.model or its bundled copy)."""
+    """The model of ``model.pt`` (CMMD, or the baseline its ``baseline_config`` names) in eval mode, built
+    from ``model_package`` (cmmd_dist.model or its bundled copy)."""
     import torch
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    core = model_package.CMMD(model_package.CMMDConfig.from_dict(ckpt["model_config"]))
+    cfg = model_package.CMMDConfig.from_dict(ckpt["model_config"])
+    params = ckpt.get("baseline_config")
+    core = model_package.make_model(cfg, None if params is None else model_package.BaselineConfig(**params))
     core.load_state_dict(ckpt["state_dict"])
     return core.eval()
 
 
 def load_files(folder: str | Path):
-    """(CMMD in eval mode, DatasetSpec, metrics) from a folder with model.pt, spec.json, metrics.json (needs cmmd_dist)."""
+    """(model in eval mode, DatasetSpec, metrics) from a folder with model.pt, spec.json, metrics.json (needs cmmd_dist)."""
     from cmmd_dist import model as model_package
     from cmmd_dist.datasets.shards import spec_from_dict
 
@@ -187,15 +201,19 @@ class CMMDPyfunc(mlflow.pyfunc.PythonModel):
         if task == "embed":
             return pd.DataFrame({"z": _cells(joined(lambda p: p["z"]))})
         if task == "generate":
+            if self.core.cfg.missing and not preds[0]["generated"]:
+                raise ValueError(f"task 'generate': this {model_kind(self.core)} model generates no modality "
+                                 "(it classifies from the observed modalities alone)")
             return pd.DataFrame({m.name: _cells(joined(lambda p, m=m: p["generated"][m.name])) for m in self.core.cfg.missing})
         probs = joined(lambda p: p["probs"])
         labels = [list(np.flatnonzero(p >= 0.5)) for p in probs] if self.core.cfg.multilabel else probs.argmax(1)
         return pd.DataFrame({"label": labels, "probs": _cells(probs)})
 
 
-def task_columns(cfg) -> dict[str, list[str]]:
-    """The output columns of each task (what ``predict`` returns for ``params={"task": ...}``)."""
-    return {"classify": ["label", "probs"], "generate": [m.name for m in cfg.missing], "embed": ["z"]}
+def task_columns(cfg, kind: str = "cmmd") -> dict[str, list[str]]:
+    """The output columns of each task (what ``predict`` returns for ``params={"task": ...}``); M-x_o generates none."""
+    generated = [] if kind == "mx_o" else [m.name for m in cfg.missing]
+    return {"classify": ["label", "probs"], "generate": generated, "embed": ["z"]}
 
 
 def signature(cfg):

@@ -88,9 +88,12 @@ def _check_reachable(uri: str, timeout: float = 5.0) -> None:
         ) from err
 
 
-def registered_name(dataset: str, scenario: str | None = None, default_scenario: str | None = None) -> str:
-    """``cmmd-<dataset>``, or ``cmmd-<dataset>-<scenario>`` for a non-default scenario (safe characters)."""
-    name = f"cmmd-{dataset}"
+def registered_name(dataset: str, scenario: str | None = None, default_scenario: str | None = None,
+                    kind: str = "cmmd") -> str:
+    """``cmmd-<dataset>``, or ``cmmd-<dataset>-<scenario>`` for a non-default scenario (safe characters); a
+    baseline of the paper is registered under its own kind, ``<kind>-<dataset>[-<scenario>]`` (``vcca-mnist2v``),
+    so that its champion never replaces CMMD's."""
+    name = f"{kind}-{dataset}"
     if scenario and scenario != default_scenario:
         name += f"-{scenario}"
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
@@ -268,18 +271,21 @@ class Tracker:
 
         from cmmd_dist import pyfunc_model
 
-        name = registered_name(dataset, scenario, spec.default_scenario)
+        kind = pyfunc_model.model_kind(core)
+        name = registered_name(dataset, scenario, spec.default_scenario, kind)
         observed = [m.name for m in core.cfg.observed]
         with tempfile.TemporaryDirectory() as tmp:
             pyfunc_model.save(Path(tmp) / "model", core, spec, scenario, metrics, input_example_rows)
             self.client.log_artifacts(run_id, str(Path(tmp) / "model"), "model")
         try:
-            self.client.create_registered_model(name, description=f"CMMD on {dataset}: observed {observed}")
+            label = "CMMD" if kind == "cmmd" else {"mx_o": "M-x_o"}.get(kind, kind.upper())
+            self.client.create_registered_model(name, description=f"{label} on {dataset}: observed {observed}")
         except MlflowException:  # it exists already: a new version of it
             self.client.get_registered_model(name)
         source = f"{self.client.get_run(run_id).info.artifact_uri}/model"
         version = str(self.client.create_model_version(name, source, run_id=run_id, description=description).version)
         for key, value in {"dataset": dataset, "scenario": scenario or spec.default_scenario, "run_id": run_id,
+                           "model_kind": kind,
                            **{f"metric.{k}": v for k, v in _numeric(metrics).items()}, **(tags or {})}.items():
             self.client.set_model_version_tag(name, version, key, str(value))
         self.client.set_registered_model_alias(name, CHAMPION, version)
@@ -312,7 +318,8 @@ class Tracker:
 
 
 def pull(name: str, alias: str = CHAMPION, uri: str | None = None):
-    """``(CMMD in eval mode, DatasetSpec)`` of registered model ``name@alias``."""
+    """``(model in eval mode, DatasetSpec)`` of registered model ``name@alias``: CMMD, or the baseline it was
+    registered as (``pyfunc_model.model_kind`` tells which)."""
     from cmmd_dist import pyfunc_model
 
     with tempfile.TemporaryDirectory() as tmp:
