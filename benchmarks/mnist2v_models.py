@@ -180,12 +180,27 @@ def main(argv=None) -> int:
     p.add_argument("--num-trials", type=int, help="search: trials per sweep (default: the preset's)")
     p.add_argument("--mlflow", help="search: tracking URI")
     p.add_argument("--out", default="runs", help="search: folder for sweep summaries")
+    p.add_argument("--epochs", type=int, help="override the budget's epochs (the same for every model)")
+    p.add_argument("--part", help="write only this process's models (JSON) to this path: models run in parallel "
+                                  "processes (e.g. one per model on one GPU), joined by --merge")
+    p.add_argument("--merge", help="comma-separated --part files: join them and write the results")
     args = p.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
     if args.seeds < 2:
         p.error("--seeds: at least 2 for an interval (3 for the issue's table)")
+    if args.epochs:
+        BUDGETS[args.budget]["train"]["epochs"] = args.epochs
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge.split(",")]
+        models = {k: v for part in parts for k, v in part["models"].items()}
+        args.models = [m for m in MODELS if m in models]
+        write({m: models[m] for m in args.models}, args, max(part["wall_s"] for part in parts))
+        return 0
     t0 = time.time()
     models = no_search(args) if args.no_search else search(args)
+    if args.part:
+        Path(args.part).write_text(json.dumps({"models": models, "wall_s": time.time() - t0}, indent=2))
+        return 0
     write(models, args, time.time() - t0)
     return 0
 
