@@ -42,8 +42,11 @@ def terminated_in_state(exp: Path) -> set[str]:
 def test_smoke_sweep_reports_cv_prunes_and_retrains(ray_session, mlflow_server, tmp_path):
     uri = mlflow_server.uri  # a real `mlflow server` (SQLite backend, artifacts on the SeaweedFS S3 fixture)
     lines = []
+    # one trial at a time: which trial ASHA stops then depends on the seeded searcher and training alone, not on
+    # the order in which two concurrent trials reach a rung on a loaded machine (it could stop none)
     summary = run_sweep(SweepConfig(dataset="digits2v", preset="smoke", output_dir=str(tmp_path),
-                                    storage=str(tmp_path / "sweeps"), seed=0, mlflow=uri), log=lines.append)
+                                    storage=str(tmp_path / "sweeps"), seed=0, mlflow=uri, max_concurrent_trials=1),
+                        log=lines.append)
     assert Path(summary["summary_path"]).exists()
     on_disk = json.loads(Path(summary["summary_path"]).read_text())
     assert len(on_disk["trials"]) == 4 and on_disk["workers_per_trial"] == 2 and on_disk["folds"]["k"] == 2
