@@ -3,7 +3,7 @@
 Writes benchmarks/results/mnist2v_models.json and .md and a Fig.-2-like PNG (mnist2v_models_collapse.png).
 
     .venv/bin/python benchmarks/mnist2v_models.py --budget small --no-search           # minutes on a CPU, untuned
-    .venv/bin/python benchmarks/mnist2v_models.py --budget small                       # each model tuned by a sweep
+    .venv/bin/python benchmarks/mnist2v_models.py --preset compare                     # each model tuned by a sweep
     .venv/bin/python benchmarks/mnist2v_models.py --budget large --no-search --device cuda
 
 Two modes, the same budget for every model:
@@ -14,7 +14,9 @@ Two modes, the same budget for every model:
   (``train.single.fit``: early stopping on the validation split, tested once), per seed. ``--device cuda``
   trains on a GPU.
 
-Budgets (:data:`BUDGETS`): ``small`` keeps the first rows of each split and small nets (a few CPU minutes with
+The searched mode's rows, nets, epochs, folds and trials are the search space's preset (``--preset``; ``compare``
+in search_spaces/mnist2v.yaml is the 2-core CPU budget: 4000 rows per split, 256-wide nets, 15 epochs, 2 folds,
+6 trials searching the learning rate and the model's own weight). ``--no-search`` budgets (:data:`BUDGETS`): ``small`` keeps the first rows of each split and small nets (a few CPU minutes with
 --no-search); ``large`` is the whole dataset with the mnist2v-cpu widths. Output JSON shape:
 ``{"models": {"cmmd": {...}, "mx_o": ..., "vcca": ..., "mvae": ..., "mmvae_elbo": ..., "mmvae_iwae": ...}}``, each
 with ``seeds``, ``per_seed`` figures, ``<figure>_mean``, ``test_error_ci95`` / ``rmse_ci95`` ([low, high]),
@@ -123,7 +125,44 @@ def search(args) -> dict:
     settings = SweepConfig(dataset="mnist2v", preset=preset, num_trials=args.num_trials, output_dir=args.out,
                            use_gpu=args.device.startswith("cuda"), mlflow=args.mlflow)
     result = run_compare(settings, list(args.models), args.seeds)
-    return result["models"]
+    return _with_search(result)
+
+
+def _with_search(result: dict) -> dict:
+    """A comparison's models, each with what its sweep chose (``search``: best params, CV figure, retrain epochs)."""
+    keep = ("best_params", "best_cv_metric", "retrain_epochs", "sweep")
+    return {k: {**m, "search": {f: result["sweeps"][k].get(f) for f in keep}} if k in result.get("sweeps", {}) else m
+            for k, m in result["models"].items()}
+
+
+def _preset_budget(preset: str) -> tuple[dict, dict]:
+    """The rows, nets and epochs (BUDGETS' shape) of the mnist2v space's ``preset``, and the search's settings."""
+    from cmmd_dist.tune.search_space import load_search_space
+
+    space = load_search_space("mnist2v").with_preset(preset)
+    f = space.fixed
+    budget = {"data": {"limit": f.get("data", {}).get("limit")},
+              "model": {k: f["model"].get(k) for k in ("zdim", "encoder_hidden", "prior_hidden", "decoder_hidden",
+                                                       "classifier_hidden")},
+              "train": {k: f["train"].get(k) for k in ("epochs", "patience", "batch_size", "lr")}}
+    setting = {"preset": preset, "budget": budget, "searcher": space.searcher, "num_trials": space.num_trials,
+               "folds": space.folds.model_dump(), "asha": space.asha.model_dump(), "searched": sorted(space.params),
+               "space": space.model_dump(mode="json", exclude_none=True)}
+    return budget, setting
+
+
+def _chosen_table(models: dict) -> str:
+    """What each model's sweep chose (searched mode), as markdown; empty without searches."""
+    rows = []
+    for name, m in models.items():
+        if "search" in m:
+            chosen = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                               for k, v in sorted((m["search"]["best_params"] or {}).items()))
+            rows.append(f"| {name} | {chosen} | {m['search']['best_cv_metric']:.4f} | {m['search']['retrain_epochs']} |")
+    if not rows:
+        return ""
+    return ("\nWhat each sweep chose (CV error of the champion, epochs of its retrain):\n\n"
+            "| model | chosen | CV error | retrain epochs |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
 def write(models: dict, args, wall_s: float) -> None:
@@ -132,26 +171,34 @@ def write(models: dict, args, wall_s: float) -> None:
     for name, m in models.items():
         m["paper"] = PAPER.get(name)
     untuned = args.no_search
-    how = ("UNTUNED: fixed hyperparameters per model (no search), early stopping on the validation split"
-           if untuned else f"each model tuned by its own platform sweep (preset {args.preset or BUDGETS[args.budget]['preset']})")
-    b = BUDGETS[args.budget]
+    preset = args.preset or BUDGETS[args.budget]["preset"]
+    if untuned:
+        how = "UNTUNED: fixed hyperparameters per model (no search), early stopping on the validation split"
+        b = BUDGETS[args.budget]
+        setting = {"budget": b, "fixed": FIXED}
+    else:
+        b, setting = _preset_budget(preset)
+        how = (f"TUNED: each model by its own platform sweep (preset `{preset}`: {setting['searcher']} searcher with "
+               f"ASHA, {setting['num_trials']} trials, {setting['folds']['k']}-fold CV on train+val, searching "
+               f"{', '.join(setting['searched'])} and beta for VCCA / MVAE), the champion retrained on train+val per "
+               "seed and tested once")
     result = {"budget": args.budget, "mode": "no-search (untuned)" if untuned else "search", "seeds": args.seeds,
               "device": args.device, "machine": f"{platform.machine()}, torch {torch.__version__}",
-              "wall_s": wall_s, "settings": {"budget": b, "fixed": FIXED if untuned else None},
+              "wall_s": wall_s, "settings": setting,
               "models": models, "beats_mx_o": beats_mx_o(models), "verdict": verdict(models)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "mnist2v_models.json").write_text(json.dumps(result, indent=2))
     fig_path = save_png(collapse_figure(models), RESULTS / "mnist2v_models_collapse.png")
     text = f"""# Two-view MNIST: CMMD and the paper's baselines, {args.seeds} seeds
 
-Produced by `benchmarks/mnist2v_models.py --budget {args.budget}{' --no-search' if untuned else ''}` in
+Produced by `benchmarks/mnist2v_models.py {'--budget ' + args.budget + ' --no-search' if untuned else '--preset ' + preset}` in
 {wall_s / 60:.1f} min on {args.device} ({result['machine']}).
 
-**{how}.** Budget `{args.budget}`, the same for every model: rows per split {b['data']['limit'] or 'all'}, latent
+**{how}.** The same for every model: rows per split {b['data']['limit'] or 'all'}, latent
 {b['model']['zdim']}, encoder {b['model']['encoder_hidden']}, prior {b['model']['prior_hidden']}, decoder
 {b['model']['decoder_hidden']}, classifier {b['model']['classifier_hidden']}; up to {b['train']['epochs']} epochs
-(patience {b['train']['patience']}), batch {b['train']['batch_size']}, Adam lr {b['train']['lr']}.
-CMMD lambda 0.4; VCCA / MVAE beta 1; MMVAE ELBO K 1, IWAE K 10.{SMALL_NOTE if args.budget == 'small' else ''}
+(patience {b['train']['patience']}), batch {b['train']['batch_size']}, Adam lr {b['train']['lr'] or 'searched'}.
+{'CMMD lambda 0.4; VCCA / MVAE beta 1; ' if untuned else ''}MMVAE ELBO K 1, IWAE K 10.{SMALL_NOTE if untuned and args.budget == 'small' else ''}
 Intervals: 95% t-intervals over seeds. Collapsed: fraction of latent dims whose KL to the prior stays below
 1 nat for 99% of test rows (M-x_o has no posterior). The baselines' classifier reads their latent mean
 (trained alongside, on the detached latent); latent accuracy is logistic regression on 500 training latents.
@@ -159,7 +206,7 @@ Intervals: 95% t-intervals over seeds. Collapsed: fraction of latent dims whose 
 {markdown_table(models, PAPER)}
 
 {result['verdict']}
-
+{_chosen_table(models)}
 The paper's figures: Table 2 gives CMMD 2.4% on this dataset; the baselines' MNIST figures are not in the copy
 of the paper we have, and the collapse pattern it reports (Fig. 2) is on XRMB. Figure: `{fig_path.name}`
 (mean collapse curve over seeds per model, shaped like the paper's Fig. 2, left).
@@ -183,7 +230,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, help="override the budget's epochs (the same for every model)")
     p.add_argument("--part", help="write only this process's models (JSON) to this path: models run in parallel "
                                   "processes (e.g. one per model on one GPU), joined by --merge")
-    p.add_argument("--merge", help="comma-separated --part files: join them and write the results")
+    p.add_argument("--merge", help="comma-separated --part files (or a sweep's compare.json): join them and write "
+                                   "the results")
     args = p.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
     if args.seeds < 2:
@@ -192,7 +240,7 @@ def main(argv=None) -> int:
         BUDGETS[args.budget]["train"]["epochs"] = args.epochs
     if args.merge:
         parts = [json.loads(Path(f).read_text()) for f in args.merge.split(",")]
-        models = {k: v for part in parts for k, v in part["models"].items()}
+        models = {k: v for part in parts for k, v in _with_search(part).items()}  # a part, or a compare.json
         args.models = [m for m in MODELS if m in models]
         write({m: models[m] for m in args.models}, args, max(part["wall_s"] for part in parts))
         return 0

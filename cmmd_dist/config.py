@@ -183,7 +183,8 @@ class SweepConfig(_Strict):
     bf16: bool = Field(False, description="bf16 autocast in every trial and the retrain (the MMD kernel stays fp32)")
     data: str | None = Field(None, description="prepared dataset URI (local folder or s3://...)")
     storage: str | None = Field(None, description="sweep storage: local folder or s3://bucket/prefix; None: <output_dir>/sweeps")
-    searcher: Literal["optuna", "grid"] | None = Field(None, description="TPE (optuna) or the lambda grid; None: the space's")
+    searcher: Literal["optuna", "random", "grid"] | None = Field(
+        None, description="TPE (optuna), random (Optuna's random sampler) or the space's grid; None: the space's")
     seed: int = Field(0, description="seed of the searcher and of every trial")
     grace_period: int | None = Field(None, ge=1, description="ASHA: epochs before a trial may be stopped; None: the space's")
     reduction_factor: float | None = Field(None, gt=1, description="ASHA: keep the best 1/reduction_factor at each rung; None: the space's")

@@ -52,3 +52,16 @@ def test_a_trial_stopped_early_is_pruned_with_its_last_reported_figure():
 def test_asha_prunes_on_the_same_figure():
     asha = make_scheduler(SweepConfig(dataset="digits2v"), SPACE, epochs=4)
     assert (asha.metric, asha._time_attr) == (SPACE.figure, "supervised_epoch") == ("best_cv_metric", "supervised_epoch")
+
+
+def test_the_command_line_chooses_the_random_sampler():
+    from optuna.samplers import RandomSampler, TPESampler
+
+    from cmmd_dist.tune.options import build_parser, settings_from_args
+
+    def sampler(argv):
+        settings = settings_from_args(build_parser().parse_args(argv))
+        return make_searcher(settings, SPACE, max_concurrent=2, num_trials=4).searcher._sampler
+
+    assert isinstance(sampler(["--dataset", "digits2v", "--searcher", "random"]), RandomSampler)
+    assert isinstance(sampler(["--dataset", "digits2v"]), TPESampler)
