@@ -125,6 +125,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         line = f"test mAP {test['map']:.4f}"
         if "baseline_test" in results:
             line += f" (M-x_o baseline {results['baseline_test']['map']:.4f})"
+    if "coherence" in test:
+        line += f"; coherence {test['coherence']:.4f}"
     print(f"{line}; rmse {test['rmse']:.4f}; best epoch {results['best_epoch']}")
     print(f"results: {out}")
     return 0

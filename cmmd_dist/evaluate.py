@@ -1,5 +1,6 @@
 """Metrics of DESIGN.md section 1: error / mAP, RMSE of generated modalities, posterior collapse,
-and latent classification with logistic regression, for CMMD and every baseline (``model.baselines``)."""
+latent classification with logistic regression and coherence (``cmmd_dist.coherence``), for CMMD and every
+baseline (``model.baselines``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from cmmd_dist.coherence import Judges
 from cmmd_dist.model import CMMD, PriorClassifier, gaussian_kl
 from cmmd_dist.train.batches import SplitTensors
 
@@ -18,6 +20,7 @@ __all__ = [
     "collapse_curve",
     "latent_classification",
     "evaluate_model",
+    "coherence_figures",
     "evaluate_baseline",
     "evaluate_chunks",
 ]
@@ -92,10 +95,13 @@ def latent_classification(z_train, y_train, z_test, y_test, n_fit: int = 500, se
 
 
 def evaluate_model(core: torch.nn.Module, data: SplitTensors, with_collapse: bool = True,
-                   latent_train: SplitTensors | None = None, latent_seed: int = 0) -> dict:
+                   latent_train: SplitTensors | None = None, latent_seed: int = 0,
+                   coherence: Judges | None = None) -> dict:
     """Classification metric, RMSE per generated modality (and their mean), optional collapse curve (where
     the model has a posterior) and, given ``latent_train`` rows of a multi-class dataset, ``latent_accuracy``:
-    logistic regression fit on 500 of their latents, scored on ``data``'s (the MNIST-SVHN-Text protocol)."""
+    logistic regression fit on 500 of their latents, scored on ``data``'s (the MNIST-SVHN-Text protocol).
+    Given the dataset's ``coherence`` judges (``coherence.coherence_judges``), the coherence figures of the
+    modalities the model generates: ``coherence``, ``coherence_<m>``, ``coherence_ceiling_<m>``."""
     p = predict(core, data)
     y = data.y.cpu().numpy()
     out: dict = classification_metrics(p["probs"], y, core.cfg.multilabel)
@@ -114,7 +120,19 @@ def evaluate_model(core: torch.nn.Module, data: SplitTensors, with_collapse: boo
         z_train = predict(core, latent_train)["z"]
         out["latent_accuracy"] = latent_classification(z_train, latent_train.y.cpu().numpy(), p["z"], y,
                                                        seed=latent_seed)
+    if coherence is not None:
+        out.update(_coherence(core, p, data, coherence))
     return out
+
+
+def _coherence(core: torch.nn.Module, p: dict[str, np.ndarray], data: SplitTensors, judges: Judges) -> dict[str, float]:
+    generated = {m.name: p[f"gen:{m.name}"] for m in core.cfg.missing if f"gen:{m.name}" in p}  # M-x_o: none
+    return judges.figures(generated, data.mis, data.y.cpu().numpy())
+
+
+def coherence_figures(core: torch.nn.Module, data: SplitTensors, judges: Judges) -> dict[str, float]:
+    """The coherence figures alone (as ``evaluate_model`` reports them) of ``core``'s generations of ``data``."""
+    return _coherence(core, predict(core, data), data, judges)
 
 
 @torch.no_grad()
@@ -125,10 +143,13 @@ def evaluate_baseline(model: PriorClassifier, data: SplitTensors, batch_size: in
     return classification_metrics(probs.cpu().numpy(), data.y.cpu().numpy(), model.cfg.multilabel)
 
 
-def evaluate_chunks(core: torch.nn.Module, chunks: Iterable[SplitTensors], with_collapse: bool = True) -> dict:
+def evaluate_chunks(core: torch.nn.Module, chunks: Iterable[SplitTensors], with_collapse: bool = True,
+                    latent_train: SplitTensors | None = None, latent_seed: int = 0) -> dict:
     """``evaluate_model`` over rows that come in chunks (streamed evaluation): the inputs are held one chunk
-    at a time; the class probabilities (and the latents, for the collapse curve) are kept for every row."""
-    keep = ["probs"] + (["mu_q", "logvar_q", "mu_p", "logvar_p"] if with_collapse else [])
+    at a time; the class probabilities (and the latents, for the collapse curve and ``latent_accuracy``) are
+    kept for every row. ``latent_train``: as in ``evaluate_model`` (a few hundred rows, held whole)."""
+    latent = latent_train is not None and not core.cfg.multilabel
+    keep = ["probs"] + (["mu_q", "logvar_q", "mu_p", "logvar_p"] if with_collapse else []) + (["z"] if latent else [])
     kept: dict[str, list[np.ndarray]] = {}
     ys, sq, count = [], {}, 0
     for chunk in chunks:
@@ -145,11 +166,16 @@ def evaluate_chunks(core: torch.nn.Module, chunks: Iterable[SplitTensors], with_
                 sq[m.name] = sq.get(m.name, 0.0) + err / truth.shape[1]
         count += len(y)
     p = {k: np.concatenate(v) for k, v in kept.items()}
-    out: dict = classification_metrics(p["probs"], np.concatenate(ys), core.cfg.multilabel)
+    y = np.concatenate(ys)
+    out: dict = classification_metrics(p["probs"], y, core.cfg.multilabel)
     rmses = {name: float(np.sqrt(total / max(count, 1))) for name, total in sq.items()}
     out["rmse_by_modality"] = rmses
     out["rmse"] = float(np.mean(list(rmses.values()))) if rmses else float("nan")
     if with_collapse and "mu_q" in p:
         out["collapse_eps"] = [float(e) for e in COLLAPSE_EPS]
         out["collapse"] = collapse_curve(p["mu_q"], p["logvar_q"], p["mu_p"], p["logvar_p"])
+    if latent:
+        z_train = predict(core, latent_train)["z"]
+        out["latent_accuracy"] = latent_classification(z_train, latent_train.y.cpu().numpy(), p["z"], y,
+                                                       seed=latent_seed)
     return out

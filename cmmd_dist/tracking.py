@@ -245,8 +245,10 @@ class Tracker:
             self.log_artifact(run_id, name, value)
 
     def log_artifact(self, run_id: str, name: str, value) -> None:
+        """A file is logged under its own file name, in the folder part of ``name`` (``coherence/x.pt``: ``coherence/``)."""
         if isinstance(value, Path) or (isinstance(value, str) and "\n" not in value and _is_file(value)):
-            self.client.log_artifact(run_id, str(value))
+            folder = str(Path(name).parent)
+            self.client.log_artifact(run_id, str(value), None if folder == "." else folder)
         elif hasattr(value, "savefig"):
             self.client.log_figure(run_id, value, name)
         elif isinstance(value, (dict, list)):

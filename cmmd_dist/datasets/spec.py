@@ -44,7 +44,9 @@ class DatasetSpec:
     """What a dataset is: modalities, label kind, and the observed/missing scenarios the paper uses.
 
     ``scenarios`` maps a scenario name to the tuple of OBSERVED modality names; the rest are missing.
-    ``default_scenario`` is the one training uses unless told otherwise."""
+    ``default_scenario`` is the one training uses unless told otherwise. ``coherence`` maps each modality that
+    a unimodal classifier labels for the coherence figure (``cmmd_dist.coherence``) to that classifier's
+    feature net, ``mlp`` or ``conv``; empty: the dataset has no coherence figure."""
 
     name: str
     modalities: tuple[ModalitySpec, ...]
@@ -53,6 +55,16 @@ class DatasetSpec:
     scenarios: dict[str, tuple[str, ...]]
     default_scenario: str
     group_column: str | None = None
+    coherence: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = {m.name for m in self.modalities}
+        for name, net in self.coherence.items():
+            if name not in names or net not in ("mlp", "conv"):
+                raise ValueError(f"dataset {self.name!r}: coherence entry {name!r}: {net!r} needs one of its modalities "
+                                 f"{sorted(names)} and a net 'mlp' or 'conv'")
+        if self.coherence and self.label_kind != "classes":
+            raise ValueError(f"dataset {self.name!r}: coherence needs class labels, not {self.label_kind!r}")
 
     def modality(self, name: str) -> ModalitySpec:
         for m in self.modalities:

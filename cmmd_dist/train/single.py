@@ -23,6 +23,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from cmmd_dist.coherence import coherence_judges
 from cmmd_dist.config import RunConfig
 from cmmd_dist.datasets.registry import load_bundle
 from cmmd_dist.datasets.spec import DatasetBundle, DatasetSpec
@@ -166,7 +167,8 @@ def fit(run: RunConfig, bundle: DatasetBundle, log=print, on_epoch=None) -> dict
                 log(f"early stop at epoch {epoch}: no validation improvement for {waited} epochs")
                 break
     core.load_state_dict(best_state)
-    test = evaluate_model(core, data["test"], latent_train=data["train"], latent_seed=run.train.seed)
+    test = evaluate_model(core, data["test"], latent_train=data["train"], latent_seed=run.train.seed,
+                          coherence=coherence_judges(bundle.spec, data["train"], run.output_dir))
     results = {"dataset": bundle.spec.name, "best_epoch": best_epoch, "epochs_run": history[-1]["epoch"],
                "val_metric": best, "test": test, "history": history, "model": core, "model_config": cfg,
                "device": str(device), "placement": placement(core, opt, supervised)}

@@ -16,7 +16,7 @@ from ray import tune
 from cmmd_dist.tracking import SweepRecorder
 from cmmd_dist.train.metrics import SweepGauges
 
-__all__ = ["MlflowTrials", "trial_state", "start_recorder", "finish_sweep", "sweep_figures"]
+__all__ = ["MlflowTrials", "trial_state", "start_recorder", "finish_sweep", "champion_coherence", "sweep_figures"]
 
 
 class MlflowTrials(tune.Callback):
@@ -81,7 +81,11 @@ def start_recorder(dataset: str, scenario: str | None, space: dict, sweep_id: st
 
 
 def finish_sweep(recorder: SweepRecorder, summary: dict, retrain: dict, bundle, run_config: dict) -> str:
-    """Figures, summary and config on the retrain run; the retrained model registered as champion."""
+    """Figures, summary and config on the retrain run; the retrained model registered as champion.
+
+    On a dataset that asks for coherence (mst) the champion's coherence figures join ``summary["test"]`` and
+    the test figures, and the judges' cache file (``coherence``, under the run's ``output_dir``) is logged
+    as the retrain run's artifact ``coherence/<file>``."""
     from cmmd_dist.plots import report_figures
     from cmmd_dist.train.batches import SplitTensors
 
@@ -89,16 +93,34 @@ def finish_sweep(recorder: SweepRecorder, summary: dict, retrain: dict, bundle, 
     observed, missing = spec.split_modalities(run_config["data"].get("scenario"))
     obs, mis = [m.name for m in observed], [m.name for m in missing]
     test = SplitTensors.from_split(bundle.test, obs, mis)
+    coherence, judges_file = champion_coherence(retrain["model"], bundle, test, obs, mis, run_config)
+    summary["test"] = {**(summary.get("test") or {}), **coherence}
     trials = [{"lam": t["params"].get("loss.lam"), "cv_mean": t["best_cv_metric"], "cv_std": t["cv_std"],
                "pruned": t["stopped_early"]}
               for t in summary["trials"] if t["params"].get("loss.lam") is not None]
     figs = report_figures(retrain["model"], test, history=retrain["history"], trials=trials or None)
     public = {k: v for k, v in summary.items() if not k.startswith("_")}
     artifacts = {**figs, "summary.json": public, "config.yaml": yaml.safe_dump(run_config, sort_keys=False)}
+    if judges_file is not None:
+        artifacts[f"coherence/{judges_file.name}"] = judges_file
     example = {n: bundle.test.arrays[n][:5] for n in obs}
-    test = {**retrain["test"], **mx_o_figures(summary)}
+    test = {**retrain["test"], **coherence, **mx_o_figures(summary)}
     return recorder.finish(retrain["model"], spec, test, summary["best"]["params"], example, artifacts,
                            sweep_figures(summary))
+
+
+def champion_coherence(core, bundle, test, obs: list[str], mis: list[str], run_config: dict):
+    """(coherence figures of ``core`` on the ``test`` rows, the judges' cache file), or ({}, None) where the dataset
+    asks for no coherence. The judges train once on the TRAIN split (``coherence.coherence_judges``)."""
+    from cmmd_dist.coherence import coherence_judges
+    from cmmd_dist.evaluate import coherence_figures
+    from cmmd_dist.train.batches import SplitTensors
+
+    judges = coherence_judges(bundle.spec, SplitTensors.from_split(bundle.train, obs, mis),
+                              run_config.get("output_dir") or "runs")
+    if judges is None:
+        return {}, None
+    return coherence_figures(core, test, judges), judges.path
 
 
 def mx_o_figures(summary: dict) -> dict[str, float]:
@@ -118,7 +140,7 @@ def sweep_figures(summary: dict) -> dict[str, float]:
         "trials_pruned": sum(t["stopped_early"] and t["error"] is None for t in trials),
         "trials_failed": summary.get("trials_failed", sum(t["error"] is not None for t in trials)),
         "trial_epochs": summary.get("trial_epochs_total"), "wall_s": summary.get("search_seconds"),
-        **{f"test_{k}": v for k, v in test.items() if k in ("error", "map", "rmse", "latent_accuracy")},
+        **{f"test_{k}": v for k, v in test.items() if k in ("error", "map", "rmse", "latent_accuracy", "coherence")},
         **{k: v for k, v in mx_o_figures(summary).items() if k in ("mx_o_test_error", "mx_o_test_map")},
     }
     return {k: float(v) for k, v in figures.items() if v is not None}

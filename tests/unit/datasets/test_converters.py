@@ -35,18 +35,10 @@ def write_idx(path, arr):
         f.write(header + arr.astype(np.uint8).tobytes())
 
 
-def write_svhn(folder, n_train=80, n_test=30):
-    for name, n in (("train", n_train), ("test", n_test)):
-        y = np.arange(n) % 10
-        x = np.zeros((32, 32, 3, n), dtype=np.uint8)
-        x[...] = (y * 20 + 5).astype(np.uint8)  # every pixel encodes the digit
-        savemat(folder / f"{name}_32x32.mat", {"X": x, "y": np.where(y == 0, 10, y).reshape(-1, 1)})
-
-
 @pytest.fixture
-def mnist_svhn_source(tmp_path):
+def mnist_svhn_source(tmp_path, svhn_writer):  # svhn_writer: tests/unit/conftest.py
     write_mnist_pkl(tmp_path)
-    write_svhn(tmp_path)
+    svhn_writer(tmp_path)
     return tmp_path
 
 
