@@ -199,13 +199,11 @@ def _extra_seed(summary: dict, seed: int, log) -> dict:
     """The sweep's champion retrained with another seed: same configuration, epochs, rows and workers; tested once."""
     from cmmd_dist.config import RunConfig
     from cmmd_dist.train.distributed import retrain_distributed
-    from cmmd_dist.tune.sweep import retrain_latent_accuracy
 
     run = RunConfig.model_validate(summary["best_run_config"])
     dist = run.distributed.model_copy(update={"name": f"{run.distributed.name}-seed{seed}"})
     run = run.model_copy(update={"train": run.train.model_copy(update={"seed": seed}), "distributed": dist})
-    res = retrain_distributed(run, summary["retrain_epochs"], log=log)
-    return {**res["test"], **retrain_latent_accuracy(res["model"], run)}
+    return retrain_distributed(run, summary["retrain_epochs"], log=log)["test"]  # latent_accuracy included
 
 
 def _nest(tracker, sweep_id: str, parent: str) -> str | None:

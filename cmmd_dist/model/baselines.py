@@ -18,6 +18,7 @@ two-step protocol run concurrently. Their priors are N(0, I) and their decoders 
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -82,9 +83,10 @@ def _ce_term(classifier: nn.Module, latent: torch.Tensor, batch: dict, cfg: CMMD
     return ce * world_size if w.ce_reduction == "sum" else ce
 
 
-class MultimodalVAE(nn.Module):
+class MultimodalVAE(nn.Module, abc.ABC):
     """Shared parts: every modality (observed, then missing) has a likelihood and a decoder from z; a
-    classifier reads the latent. Subclasses define the encoders and ``elbo_terms`` / the inference."""
+    classifier reads the latent. Subclasses define the encoders and ``elbo_terms`` / the inference (the three
+    abstract methods: a subclass that leaves one out cannot be built)."""
 
     def __init__(self, cfg: CMMDConfig, params: BaselineConfig):
         super().__init__()
@@ -129,17 +131,17 @@ class MultimodalVAE(nn.Module):
         return mu + torch.exp(0.5 * logvar) * torch.randn((n, *mu.shape), device=mu.device, dtype=mu.dtype)
 
     # -- what subclasses define ------------------------------------------------------------------
+    @abc.abstractmethod
     def infer_observed(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The Gaussian latent (mu, logvar) from the observed modalities alone (test time)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def joint_posterior(self, x: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The (Gaussian, or moment-matched) posterior given every modality, for the collapse curve."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def elbo_terms(self, batch: dict, n_samples: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(objective to minimise, its terms rec / kl) of the unsupervised model, means over rows."""
-        raise NotImplementedError
 
     # -- the platform calls -------------------------------------------------------------------------
     def forward(self, batch: dict, w: LossWeights, world_size: int = 1,

@@ -13,24 +13,21 @@ a fixed number of supervised epochs, no validation, the final weights tested onc
 Three layers, as in litgpt: ``setup`` (Ray, storage, the ``TorchTrainer``), ``main`` (per-rank state on
 every worker: data shard, model, DDP, resume from the latest checkpoint) and ``fit`` (the epoch loop:
 the unchanged pure-torch ``train_epoch``, validation, checkpoint, report). ``run_distributed`` ties
-them together and writes the run folder like the single-process path. Ray is touched only through
+them together and writes the output folder like the single-process path. Ray is touched only through
 TorchTrainer / ScalingConfig / RunConfig, prepare_model, report, get_checkpoint and get_context.
 
 User errors never reach Ray Train's retries: the driver checks the data's manifest and the cluster's
 CPUs/GPUs before the worker group starts, and a ``UserError`` on a worker (a bad shard) is shared by
 all ranks and returned as a marker that the driver raises again (Ray would restart the group
-``max_failures`` times on the same bad file). The run folder ``<storage>/<name>`` holds the run's
-config (``cmmd_run.yaml``) next to Ray's checkpoints, so that Ctrl-C can print a command that resumes
-it: ``cmmd-dist train --resume <storage>/<name>``.
+``max_failures`` times on the same bad file). The run folder ``<storage>/<name>`` (Ray's checkpoints, the
+run's config), Ctrl-C and ``--resume``: ``cmmd_dist.train.run_folder``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -48,7 +45,7 @@ from cmmd_dist.config import RunConfig
 from cmmd_dist.datasets.registry import load_bundle
 from cmmd_dist.datasets.shards import manifest_spec
 from cmmd_dist.datasets.spec import DatasetBundle, DatasetSpec, Split
-from cmmd_dist.errors import Interrupted, UserError, one_line
+from cmmd_dist.errors import UserError, one_line
 from cmmd_dist.folds import development_split
 from cmmd_dist.model import CMMD
 from cmmd_dist.storage import S3Settings, is_s3_uri, resolve_without_keys
@@ -60,16 +57,14 @@ from cmmd_dist.train.loop import evaluate_loss, placement, train_epoch
 from cmmd_dist.train.metrics import WorkerMetrics
 from cmmd_dist.train.optim import make_optimizer
 from cmmd_dist.train.ranks import autocast_for, group_mean, reseed_rank
+from cmmd_dist.train.run_folder import RUN_CONFIG_FILE, USER_ERROR_KEY, RunFolder, resume_settings, storage_uri
 from cmmd_dist.train.single import check_data, seed_everything, stage_rows
-from cmmd_dist.train.sources import (EVAL_CHUNK, StreamedRows, eval_batches, evaluate_rows, stage_batches, stream_of,
-                                     streams)
-from cmmd_dist import storage as run_store  # the run folder's own files (config, Ray's snapshot); driver side
+from cmmd_dist.train.sources import (EVAL_CHUNK, LATENT_FIT_ROWS, StreamedRows, eval_batches, evaluate_rows,
+                                     latent_sample, stage_batches, stream_of, streams)
 
+# resume_settings and RUN_CONFIG_FILE: re-exported from train.run_folder for the callers that import them from here
 __all__ = ["StepHook", "RankRows", "rank_rows", "setup", "main", "fit", "run_distributed", "retrain_distributed",
            "run_storage", "quick_report_polling", "check_resources", "resume_settings", "RUN_CONFIG_FILE"]
-
-RUN_CONFIG_FILE = "cmmd_run.yaml"  # in <storage>/<name>: what `train --resume` reads back
-USER_ERROR_KEY = "cmmd_user_error"  # a worker's return value that carries a UserError to the driver
 
 StepHook = Callable[[int, int, int], None]
 """``on_step(epoch, step, rank)``: called on every worker after each optimiser step (epochs count on across the
@@ -91,12 +86,12 @@ def quick_report_polling(seconds: float = 0.2) -> None:
 
 def run_storage(run: RunConfig, s3: S3Settings | None = None):
     """(storage_path, storage_filesystem or None) for Ray Train from ``distributed.storage``."""
-    uri = run.distributed.storage or str(Path(run.output_dir, "ray").resolve())
+    uri = storage_uri(run)
     if is_s3_uri(uri):
         # Ray pickles this filesystem into its workers and run state: keyless, each node brings its own credentials
         fs, path = resolve_without_keys(uri, s3)
         return path, fs
-    return str(Path(uri).resolve()), None
+    return uri, None
 
 
 def setup(run: RunConfig, s3: S3Settings | None = None, on_step: StepHook | None = None,
@@ -127,7 +122,9 @@ def setup(run: RunConfig, s3: S3Settings | None = None, on_step: StepHook | None
 class RankRows:
     """This rank's rows on its device: its shard of the supervised rows (train, or train+val for a retrain), the
     pretraining rows (that shard plus its shard of the unlabeled rows, labels hidden: one copy of the rows),
-    and on rank 0 the validation rows and the test rows. ``validates``: the run selects epochs on validation
+    and on rank 0 the validation rows, the test rows and, for multi-class data, the training rows whose latents
+    fit the test's latent classifier (``latent``: a random sample of all the supervised rows, or a shuffled
+    stream of them whose first batch is read at test time). ``validates``: the run selects epochs on validation
     (every rank knows it; a retrain does not). In memory, or streamed from the shards (``train.sources``)."""
 
     supervised: RowView | StreamedRows
@@ -135,6 +132,7 @@ class RankRows:
     val: SplitTensors | StreamedRows | None
     test: SplitTensors | StreamedRows | None
     validates: bool
+    latent: SplitTensors | StreamedRows | None = None
 
 
 def _shard(split: Split, rank: int, world: int) -> Split:
@@ -151,12 +149,15 @@ def rank_rows(bundle: DatasetBundle, run: RunConfig, rank: int, world: int, retr
     def tensors(split: Split) -> SplitTensors:
         return SplitTensors.from_split(split, obs, mis, device)
 
-    labelled = _shard(development_split(bundle) if retrain else bundle.train, rank, world)
+    every = development_split(bundle) if retrain else bundle.train
     extra = bundle.extra.get("unlabeled") if run.train.pretrain_epochs else None
-    supervised, pretrain = stage_rows(tensors(labelled), None if extra is None else tensors(_shard(extra, rank, world)))
+    supervised, pretrain = stage_rows(tensors(_shard(every, rank, world)),
+                                      None if extra is None else tensors(_shard(extra, rank, world)))
     lead = rank == 0
+    latent = lead and bundle.spec.label_kind == "classes"
     return RankRows(supervised, pretrain, tensors(bundle.val) if lead and not retrain else None,
-                    tensors(bundle.test) if lead else None, validates=not retrain)
+                    tensors(bundle.test) if lead else None, validates=not retrain,
+                    latent=tensors(latent_sample(every, run.train.seed)) if latent else None)
 
 
 def streamed_rank_rows(run: RunConfig, uri: str, manifest: dict, rank: int, world: int, retrain: bool,
@@ -176,8 +177,10 @@ def streamed_rank_rows(run: RunConfig, uri: str, manifest: dict, rank: int, worl
         return StreamedRows(stream_of(run.data, uri, manifest, splits, **kw), obs, mis, device, hide)
 
     chunks = {"batch_size": EVAL_CHUNK, "seed": 0, "shuffle": False}
+    sample = {"batch_size": LATENT_FIT_ROWS, "seed": run.train.seed, "shuffle": True}  # its first batch: the sample
     return spec, RankRows(rows(labelled), rows(pre, hide=True), None if retrain else rows("val", lead_only=True, **chunks),
-                          rows("test", lead_only=True, **chunks), validates=not retrain)
+                          rows("test", lead_only=True, **chunks), validates=not retrain,
+                          latent=rows(labelled, lead_only=True, **sample) if spec.label_kind == "classes" else None)
 
 
 def main(config: dict) -> dict | None:
@@ -220,7 +223,8 @@ def main(config: dict) -> dict | None:
             "best_epoch": resume.best_epoch, "val_metric": resume.best_metric, "workers": world,
             "peak_rss_per_worker_bytes": peak_rss, "streamed": isinstance(rows.supervised, StreamedRows),
             "device": str(device), "placement": placement(core, optimizer, rows.supervised),
-            "test": evaluate_rows(core, rows.test), "model_config": asdict(core.cfg)}
+            "test": evaluate_rows(core, rows.test, latent=rows.latent, latent_seed=run.train.seed),
+            "model_config": asdict(core.cfg)}
 
 
 def _load_rows(run: RunConfig, rank: int, world: int, retrain: bool, device) -> tuple[DatasetSpec, RankRows]:
@@ -345,7 +349,7 @@ def run_distributed(run: RunConfig, s3: S3Settings | None = None, on_step: StepH
     check_data(run)  # before Ray starts: a bad dataset name, manifest or scenario costs nothing
     trainer = setup(run, s3, on_step)
     check_resources(run)
-    result = _RunFolder(run, trainer.run_config.name, s3).fit(trainer)
+    result = RunFolder(run, trainer.run_config.name, s3).fit(trainer)
     results = dict(result.return_value)
     results.update(seconds=time.time() - t0, checkpoint=result.checkpoint.path,
                    reported_epochs=[int(e) for e in result.metrics_dataframe["epoch"]])  # of the kept checkpoints
@@ -379,7 +383,7 @@ def retrain_distributed(run: RunConfig, epochs: int, s3: S3Settings | None = Non
     run = run.model_copy(update={"train": run.train.model_copy(update={"epochs": epochs})})
     trainer = setup(run, s3, on_step, retrain=True)
     check_resources(run)
-    result = _RunFolder(run, trainer.run_config.name, s3).fit(trainer)
+    result = RunFolder(run, trainer.run_config.name, s3).fit(trainer)
     value = dict(result.return_value)
     with result.checkpoint.as_directory() as folder:
         state = load_file(Path(folder) / STATE_FILE)  # weights_only: the checkpoint bucket is not trusted code
@@ -414,114 +418,3 @@ def check_resources(run: RunConfig) -> None:
                 "drop --use-gpu" if kind == "GPU" else f"lower distributed.cpus_per_worker ({per})")
             raise UserError(f"--workers {d.workers} needs {n} {kind}s ({per} per worker), but this machine's Ray has "
                             f"{got}: {fits}, or connect to a larger cluster (RAY_ADDRESS)")
-
-
-def resume_settings(run_dir: str, overrides: dict) -> tuple[str, dict]:
-    """(config URI, overrides) that continue the run whose folder is ``run_dir`` = ``<storage>/<name>``: its
-    saved config, with ``distributed.storage`` and ``name`` pointing there (Ray Train then restores the
-    latest checkpoint of that run); the other ``overrides`` (e.g. more --epochs) apply on top."""
-    uri = str(run_dir).rstrip("/")
-    if run_store.is_s3_uri(uri):
-        base, _, name = uri.rpartition("/")
-        if base in ("s3:/", "s3:") or not name:
-            raise UserError(f"--resume {run_dir}: expected s3://bucket/prefix/<run name>")
-    else:
-        folder = Path(uri).resolve()
-        base, name = str(folder.parent), folder.name
-    config = run_store.join_uri(uri, RUN_CONFIG_FILE)
-    if not run_store.exists(config):
-        raise UserError(f"--resume {run_dir}: no run to resume there (no {RUN_CONFIG_FILE}); give the folder "
-                        f"<storage>/<run name> that an interrupted run printed")
-    dist_over = dict(overrides.get("distributed") or {})
-    if dist_over.get("storage") not in (None, base):
-        raise UserError(f"--resume {run_dir} names the storage already: drop --storage {dist_over['storage']}")
-    return config, {**overrides, "distributed": {**dist_over, "storage": base, "name": name}}
-
-
-class _RunFolder:
-    """``<storage>/<name>``: Ray Train's checkpoints and snapshot, and the run's config for ``--resume``.
-
-    ``fit`` runs the trainer and turns its ends into what the user needs: a worker's user error is raised
-    again here (and a fresh folder removed: nothing half-written), Ctrl-C says where the latest
-    checkpoint is and which command resumes from it."""
-
-    def __init__(self, run: RunConfig, name: str, s3: S3Settings | None):
-        base = run.distributed.storage or str(Path(run.output_dir, "ray").resolve())
-        self.uri = run_store.join_uri(base if run_store.is_s3_uri(base) else str(Path(base).resolve()), name)
-        self.s3 = s3
-        self.fresh = not run_store.exists(self.uri, s3)
-        run_store.write_bytes(run_store.join_uri(self.uri, RUN_CONFIG_FILE),
-                              yaml.safe_dump(run.model_dump(mode="json"), sort_keys=False).encode(), s3)
-
-    def fit(self, trainer):
-        interrupted = threading.Event()
-        _note_sigint(trainer, interrupted)
-        main_thread = threading.current_thread() is threading.main_thread()
-        before = signal.getsignal(signal.SIGINT) if main_thread else None
-        try:
-            result = trainer.fit()
-        except BaseException as err:
-            if interrupted.is_set() or isinstance(err, KeyboardInterrupt):
-                raise Interrupted(self._interrupted()) from err
-            raise
-        finally:
-            if main_thread:  # Ray leaves its handler behind, bound to the finished run's controller
-                signal.signal(signal.SIGINT, before)
-        value = result.return_value
-        if isinstance(value, dict) and USER_ERROR_KEY in value:
-            self._discard_if_fresh()
-            raise UserError(value[USER_ERROR_KEY])
-        return result
-
-    def latest_checkpoint(self) -> tuple[int, str] | None:
-        """(epoch, URI) of the checkpoint Ray Train resumes from: the newest in its snapshot."""
-        snapshot = run_store.join_uri(self.uri, "checkpoint_manager_snapshot.json")
-        try:
-            state = json.loads(run_store.read_bytes(snapshot, self.s3))
-        except (UserError, ValueError):
-            return None
-        latest = state.get("latest_checkpoint_result") or {}
-        name = (latest.get("checkpoint_dir_name") or "") if isinstance(latest, dict) else ""
-        if not name.startswith("checkpoint_epoch_"):
-            return None
-        return int(name.rsplit("_", 1)[1]), run_store.join_uri(self.uri, name)
-
-    def _interrupted(self) -> str:
-        latest = self.latest_checkpoint()
-        if latest is None:
-            self._discard_if_fresh()
-            return "stopped before the first epoch checkpoint: nothing to resume"
-        epoch, uri = latest
-        return f"checkpoint of epoch {epoch} at {uri}; resume with: cmmd-dist train --resume {self.uri}"
-
-    def _discard_if_fresh(self) -> None:
-        if not self.fresh:
-            return
-        fs, path = run_store.resolve(self.uri, self.s3)
-        try:
-            fs.delete_dir(path)
-        except (FileNotFoundError, OSError):  # best effort: the error being reported matters more
-            pass
-
-
-def _note_sigint(trainer, interrupted: threading.Event) -> None:
-    """Let the driver know that the user pressed Ctrl-C. Ray Train installs its own SIGINT handler in
-    ``fit`` (it aborts the run gracefully) and ``fit`` then fails like any crash; wrapping the handler as
-    Ray registers it is the only way to tell the two apart (Ray 2.60: ``_register_sigint_handler``; where
-    that is gone, Ctrl-C still ends the run, with a plain "interrupted")."""
-    register = getattr(trainer, "_register_sigint_handler", None)
-    if register is None:
-        return
-
-    def register_and_note(controller) -> None:
-        register(controller)
-        ray_handler = signal.getsignal(signal.SIGINT)
-
-        def handler(signum, frame) -> None:
-            interrupted.set()
-            if callable(ray_handler):
-                ray_handler(signum, frame)
-
-        signal.signal(signal.SIGINT, handler)
-
-    trainer._register_sigint_handler = register_and_note

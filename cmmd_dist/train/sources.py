@@ -12,6 +12,10 @@ files read ahead), the same number of rows on every rank, and the evaluation spl
 ``EVAL_CHUNK`` rows. :class:`StreamedRows` turns the stream's numpy batches into the training batches
 of ``cmmd_dist.train.batches`` on the worker's device; :func:`stage_batches` and :func:`eval_chunks`
 let the loops take either kind of rows unchanged.
+
+The test evaluation also reports ``latent_accuracy`` on multi-class data (``evaluate.latent_classification``):
+a logistic regression fit on the latents of ``LATENT_FIT_ROWS`` training rows, drawn at random from rows in
+memory (:func:`latent_sample`) or, streamed, the first shuffled batch of the training stream.
 """
 
 from __future__ import annotations
@@ -23,15 +27,16 @@ import numpy as np
 import torch
 
 from cmmd_dist.config import DataConfig
-from cmmd_dist.datasets.spec import DatasetSpec
+from cmmd_dist.datasets.spec import DatasetSpec, Split
 from cmmd_dist.datasets.streaming import ShardStream
 from cmmd_dist.storage import S3Settings
 from cmmd_dist.train.batches import RowView, SplitTensors, iterate_batches
 
 __all__ = ["StreamedRows", "streams", "decoded_bytes", "stage_batches", "eval_chunks", "eval_batches", "stream_of",
-           "evaluate_rows", "EVAL_CHUNK"]
+           "evaluate_rows", "latent_sample", "EVAL_CHUNK", "LATENT_FIT_ROWS"]
 
 EVAL_CHUNK = 1024
+LATENT_FIT_ROWS = 500  # training rows whose latents fit the latent classifier (DESIGN.md: "500 random training latents")
 
 
 def decoded_bytes(manifest: dict, spec: DatasetSpec) -> int:
@@ -125,10 +130,31 @@ def eval_batches(rows: SplitTensors | StreamedRows) -> Iterator[dict]:
         yield from iterate_batches(chunk, EVAL_CHUNK, shuffle=False)
 
 
-def evaluate_rows(core: torch.nn.Module, rows: SplitTensors | StreamedRows, with_collapse: bool = True) -> dict:
-    """``evaluate.evaluate_model`` of rows in memory, ``evaluate.evaluate_chunks`` of streamed ones."""
+def latent_sample(split: Split, seed: int, n: int = LATENT_FIT_ROWS) -> Split:
+    """``n`` random rows of ``split`` (all of them when it has fewer), in stored order."""
+    rng = np.random.default_rng(seed)
+    return split.take(np.sort(rng.choice(len(split), size=min(n, len(split)), replace=False)))
+
+
+def _latent_fit_rows(rows: SplitTensors | StreamedRows) -> SplitTensors:
+    """Rows in memory as they are; a stream's first batch (read once, the stream then closed)."""
+    if not isinstance(rows, StreamedRows):
+        return rows
+    chunks = iter(rows)
+    try:
+        return next(chunks)
+    finally:
+        chunks.close()
+
+
+def evaluate_rows(core: torch.nn.Module, rows: SplitTensors | StreamedRows, with_collapse: bool = True,
+                  latent: SplitTensors | StreamedRows | None = None, latent_seed: int = 0) -> dict:
+    """``evaluate.evaluate_model`` of rows in memory, ``evaluate.evaluate_chunks`` of streamed ones; with
+    ``latent`` (training rows: a sample in memory, or a stream whose first batch is the sample) and multi-class
+    data, also ``latent_accuracy``."""
     from cmmd_dist.evaluate import evaluate_chunks, evaluate_model
 
+    fit = None if latent is None or core.cfg.multilabel else _latent_fit_rows(latent)
     if isinstance(rows, StreamedRows):
-        return evaluate_chunks(core, rows, with_collapse)
-    return evaluate_model(core, rows, with_collapse=with_collapse)
+        return evaluate_chunks(core, rows, with_collapse, latent_train=fit, latent_seed=latent_seed)
+    return evaluate_model(core, rows, with_collapse=with_collapse, latent_train=fit, latent_seed=latent_seed)

@@ -20,7 +20,7 @@ from cmmd_dist.tune.results import format_table, trials_table
 from cmmd_dist.tune.search_space import SearchSpace, apply_params, load_search_space
 
 __all__ = ["run_sweep", "plan_sweep", "SweepPlan", "SweepFailed", "champion_row", "sweep_base", "sweep_paths",
-           "resume_command", "retrain_latent_accuracy"]
+           "resume_command"]
 
 
 def sweep_base(settings: SweepConfig, space: SearchSpace, dataset: str | None = None) -> dict:
@@ -306,9 +306,8 @@ def _retrain_best(plan: SweepPlan, best: dict, log, workers: int) -> dict:
     run = run.model_copy(update={"distributed": run.distributed.model_copy(update=dist)})
     log(f"retraining trial {best['trial_id']} on train+val: {run.train.pretrain_epochs} pretraining + {epochs} "
         f"supervised epochs on {workers} Ray Train workers{' (GPU)' if plan.settings.use_gpu else ''}")
-    res = retrain_distributed(run, epochs, log=log)
+    res = retrain_distributed(run, epochs, log=log)  # its test figures include latent_accuracy (multi-class data)
     bundle = load_bundle(run.data)
-    res["test"] = {**res["test"], **retrain_latent_accuracy(res["model"], run, bundle)}
     out = {"best": best, "best_run_config": run.model_dump(mode="json"), "retrain_epochs": epochs,
            "retrain_pretrain_epochs": run.train.pretrain_epochs, "retrain_workers": res["workers"],
            "retrain_device": res["device"], "retrain_checkpoint": res["checkpoint"],
@@ -330,26 +329,3 @@ def _retrain_mx_o(run: RunConfig, epochs: int, log) -> dict:
         "distributed": run.distributed.model_copy(update={"name": f"{run.distributed.name}-mx_o"})})
     log(f"retraining M-x_o (x_o alone) on the same rows for {epochs} epochs")
     return retrain_distributed(mx, epochs, log=log)["test"]
-
-
-def retrain_latent_accuracy(core, run: RunConfig, bundle=None) -> dict:
-    """``{"latent_accuracy": ...}`` of a retrained model on a multi-class dataset (logistic regression fit on 500
-    train+val latents, scored on the test latents: ``evaluate.latent_classification``); {} for multi-label data."""
-    from cmmd_dist.datasets.registry import load_bundle
-    from cmmd_dist.evaluate import latent_classification, predict
-    from cmmd_dist.folds import development_split
-    from cmmd_dist.train.batches import SplitTensors
-
-    if core.cfg.multilabel:
-        return {}
-    bundle = bundle or load_bundle(run.data)
-    observed, missing = bundle.spec.split_modalities(run.data.scenario)
-    obs, mis = [m.name for m in observed], [m.name for m in missing]
-    dev = SplitTensors.from_split(development_split(bundle), obs, mis)
-    test = SplitTensors.from_split(bundle.test, obs, mis)
-    core = core.cpu()
-    acc = latent_classification(predict(core, dev)["z"], dev.y.numpy(), predict(core, test)["z"], test.y.numpy(),
-                                seed=run.train.seed)
-    return {"latent_accuracy": acc}
-
-

@@ -217,6 +217,19 @@ def test_make_model_kinds():
         make_model(cfg(), BaselineConfig("dcca"))  # type: ignore[arg-type]
 
 
+def test_a_multimodal_vae_must_define_the_three_abstract_methods():
+    from cmmd_dist.model.baselines import MultimodalVAE
+
+    class Partial(MultimodalVAE):  # inference and objective, but no joint posterior
+        infer_observed, elbo_terms = VCCA.infer_observed, VCCA.elbo_terms
+
+    with pytest.raises(TypeError, match="joint_posterior"):
+        Partial(cfg(), BaselineConfig("vcca"))
+    with pytest.raises(TypeError, match="abstract"):
+        MultimodalVAE(cfg(), BaselineConfig("vcca"))
+    assert isinstance(make_model(cfg(), BaselineConfig("vcca")), torch.nn.Module)  # the concrete ones still build
+
+
 def test_baseline_modules_import_no_framework():
     code = (
         "import sys\n"

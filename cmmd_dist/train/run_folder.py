@@ -1,0 +1,145 @@
+"""A distributed run's folder ``<storage>/<name>``: Ray Train's checkpoints and snapshot next to the run's config,
+the ends of ``trainer.fit`` turned into what the user needs (a worker's user error, Ctrl-C), and ``--resume``.
+
+    cmmd-dist train --resume <storage>/<name>
+
+The folder holds the run's config (``cmmd_run.yaml``) next to Ray's checkpoints, so that Ctrl-C can print a
+command that resumes it. A ``UserError`` on a worker comes back as a marker in rank 0's return value
+(``USER_ERROR_KEY``: Ray would restart the group ``max_failures`` times on the same bad file) and is raised
+again here, a fresh folder removed (nothing half-written). No Ray import: the trainer is what ``setup`` built.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+
+import yaml
+
+from cmmd_dist import storage as run_store  # the run folder's own files (config, Ray's snapshot); driver side
+from cmmd_dist.config import RunConfig
+from cmmd_dist.errors import Interrupted, UserError
+from cmmd_dist.storage import S3Settings
+
+__all__ = ["RunFolder", "resume_settings", "storage_uri", "RUN_CONFIG_FILE", "USER_ERROR_KEY"]
+
+RUN_CONFIG_FILE = "cmmd_run.yaml"  # in <storage>/<name>: what `train --resume` reads back
+USER_ERROR_KEY = "cmmd_user_error"  # a worker's return value that carries a UserError to the driver
+
+
+def storage_uri(run: RunConfig) -> str:
+    """Where the run folders of ``run`` live: ``distributed.storage``, else ``<output_dir>/ray`` (absolute)."""
+    uri = run.distributed.storage or str(Path(run.output_dir, "ray"))
+    return uri if run_store.is_s3_uri(uri) else str(Path(uri).resolve())
+
+
+def resume_settings(run_dir: str, overrides: dict) -> tuple[str, dict]:
+    """(config URI, overrides) that continue the run whose folder is ``run_dir`` = ``<storage>/<name>``: its
+    saved config, with ``distributed.storage`` and ``name`` pointing there (Ray Train then restores the
+    latest checkpoint of that run); the other ``overrides`` (e.g. more --epochs) apply on top."""
+    uri = str(run_dir).rstrip("/")
+    if run_store.is_s3_uri(uri):
+        base, _, name = uri.rpartition("/")
+        if base in ("s3:/", "s3:") or not name:
+            raise UserError(f"--resume {run_dir}: expected s3://bucket/prefix/<run name>")
+    else:
+        folder = Path(uri).resolve()
+        base, name = str(folder.parent), folder.name
+    config = run_store.join_uri(uri, RUN_CONFIG_FILE)
+    if not run_store.exists(config):
+        raise UserError(f"--resume {run_dir}: no run to resume there (no {RUN_CONFIG_FILE}); give the folder "
+                        f"<storage>/<run name> that an interrupted run printed")
+    dist_over = dict(overrides.get("distributed") or {})
+    if dist_over.get("storage") not in (None, base):
+        raise UserError(f"--resume {run_dir} names the storage already: drop --storage {dist_over['storage']}")
+    return config, {**overrides, "distributed": {**dist_over, "storage": base, "name": name}}
+
+
+class RunFolder:
+    """``<storage>/<name>``: Ray Train's checkpoints and snapshot, and the run's config for ``--resume``.
+
+    ``fit`` runs the trainer and turns its ends into what the user needs: a worker's user error is raised
+    again here (and a fresh folder removed: nothing half-written), Ctrl-C says where the latest
+    checkpoint is and which command resumes from it."""
+
+    def __init__(self, run: RunConfig, name: str, s3: S3Settings | None):
+        self.uri = run_store.join_uri(storage_uri(run), name)
+        self.s3 = s3
+        self.fresh = not run_store.exists(self.uri, s3)
+        run_store.write_bytes(run_store.join_uri(self.uri, RUN_CONFIG_FILE),
+                              yaml.safe_dump(run.model_dump(mode="json"), sort_keys=False).encode(), s3)
+
+    def fit(self, trainer):
+        interrupted = threading.Event()
+        _note_sigint(trainer, interrupted)
+        main_thread = threading.current_thread() is threading.main_thread()
+        before = signal.getsignal(signal.SIGINT) if main_thread else None
+        try:
+            result = trainer.fit()
+        except BaseException as err:
+            if interrupted.is_set() or isinstance(err, KeyboardInterrupt):
+                raise Interrupted(self._interrupted()) from err
+            raise
+        finally:
+            if main_thread:  # Ray leaves its handler behind, bound to the finished run's controller
+                signal.signal(signal.SIGINT, before)
+        value = result.return_value
+        if isinstance(value, dict) and USER_ERROR_KEY in value:
+            self._discard_if_fresh()
+            raise UserError(value[USER_ERROR_KEY])
+        return result
+
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        """(epoch, URI) of the checkpoint Ray Train resumes from: the newest in its snapshot."""
+        snapshot = run_store.join_uri(self.uri, "checkpoint_manager_snapshot.json")
+        try:
+            state = json.loads(run_store.read_bytes(snapshot, self.s3))
+        except (UserError, ValueError):
+            return None
+        latest = state.get("latest_checkpoint_result") or {}
+        name = (latest.get("checkpoint_dir_name") or "") if isinstance(latest, dict) else ""
+        if not name.startswith("checkpoint_epoch_"):
+            return None
+        return int(name.rsplit("_", 1)[1]), run_store.join_uri(self.uri, name)
+
+    def _interrupted(self) -> str:
+        latest = self.latest_checkpoint()
+        if latest is None:
+            self._discard_if_fresh()
+            return "stopped before the first epoch checkpoint: nothing to resume"
+        epoch, uri = latest
+        return f"checkpoint of epoch {epoch} at {uri}; resume with: cmmd-dist train --resume {self.uri}"
+
+    def _discard_if_fresh(self) -> None:
+        if not self.fresh:
+            return
+        fs, path = run_store.resolve(self.uri, self.s3)
+        try:
+            fs.delete_dir(path)
+        except (FileNotFoundError, OSError):  # best effort: the error being reported matters more
+            pass
+
+
+def _note_sigint(trainer, interrupted: threading.Event) -> None:
+    """Let the driver know that the user pressed Ctrl-C. Ray Train installs its own SIGINT handler in
+    ``fit`` (it aborts the run gracefully) and ``fit`` then fails like any crash; wrapping the handler as
+    Ray registers it is the only way to tell the two apart (Ray 2.60: ``_register_sigint_handler``; where
+    that is gone, Ctrl-C still ends the run, with a plain "interrupted")."""
+    register = getattr(trainer, "_register_sigint_handler", None)
+    if register is None:
+        return
+
+    def register_and_note(controller) -> None:
+        register(controller)
+        ray_handler = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame) -> None:
+            interrupted.set()
+            if callable(ray_handler):
+                ray_handler(signum, frame)
+
+        signal.signal(signal.SIGINT, handler)
+
+    trainer._register_sigint_handler = register_and_note
