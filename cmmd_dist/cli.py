@@ -90,7 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = train_overrides(args)
     resume = getattr(args, "resume", None)
     if resume:
-        from cmmd_dist.train.distributed import resume_settings
+        from cmmd_dist.train.run_folder import resume_settings
 
         if args.config:
             raise UserError("--resume reuses the run's own config: drop --config")
@@ -125,6 +125,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         line = f"test mAP {test['map']:.4f}"
         if "baseline_test" in results:
             line += f" (M-x_o baseline {results['baseline_test']['map']:.4f})"
+    if "latent_accuracy" in test:
+        line += f"; latent accuracy {test['latent_accuracy']:.4f}"
     if "coherence" in test:
         line += f"; coherence {test['coherence']:.4f}"
     print(f"{line}; rmse {test['rmse']:.4f}; best epoch {results['best_epoch']}")

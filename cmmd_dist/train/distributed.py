@@ -57,14 +57,13 @@ from cmmd_dist.train.loop import evaluate_loss, placement, train_epoch
 from cmmd_dist.train.metrics import WorkerMetrics
 from cmmd_dist.train.optim import make_optimizer
 from cmmd_dist.train.ranks import autocast_for, group_mean, reseed_rank
-from cmmd_dist.train.run_folder import RUN_CONFIG_FILE, USER_ERROR_KEY, RunFolder, resume_settings, storage_uri
+from cmmd_dist.train.run_folder import USER_ERROR_KEY, RunFolder, storage_uri
 from cmmd_dist.train.single import check_data, seed_everything, stage_rows
 from cmmd_dist.train.sources import (EVAL_CHUNK, LATENT_FIT_ROWS, StreamedRows, eval_batches, evaluate_rows,
                                      latent_sample, stage_batches, stream_of, streams)
 
-# resume_settings and RUN_CONFIG_FILE: re-exported from train.run_folder for the callers that import them from here
 __all__ = ["StepHook", "RankRows", "rank_rows", "setup", "main", "fit", "run_distributed", "retrain_distributed",
-           "run_storage", "quick_report_polling", "check_resources", "resume_settings", "RUN_CONFIG_FILE"]
+           "run_storage", "quick_report_polling", "check_resources"]
 
 StepHook = Callable[[int, int, int], None]
 """``on_step(epoch, step, rank)``: called on every worker after each optimiser step (epochs count on across the

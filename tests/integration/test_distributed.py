@@ -106,7 +106,8 @@ def test_cli_trains_with_workers_in_bf16_streamed(ray_session, tmp_path, capsys)
                      "--epochs", "1", "--batch-size", "32", "--no-progress", "--no-baseline",
                      "--out", str(tmp_path / "runs"), "--storage", str(tmp_path / "ray")])
     assert code == 0
-    assert "test error" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "test error" in printed and "latent accuracy" in printed
     assert len(list((tmp_path / "ray").glob("*/checkpoint_epoch_00001"))) == 1
     metrics = json.loads(next((tmp_path / "runs").glob("*/metrics.json")).read_text())
     assert metrics["streamed"]

@@ -60,7 +60,7 @@ def test_cli_trains_and_writes_results(tmp_path):
          "--out", str(tmp_path)],
         capture_output=True, text=True, check=True,
     )
-    assert "test error" in out.stdout and "results:" in out.stdout
+    assert "test error" in out.stdout and "latent accuracy" in out.stdout and "results:" in out.stdout
     run_dir = next(tmp_path.iterdir())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["dataset"] == "digits2v" and "baseline_test" in metrics
