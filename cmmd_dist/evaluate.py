@@ -21,6 +21,7 @@ __all__ = [
     "latent_classification",
     "evaluate_model",
     "coherence_figures",
+    "run_coherence",
     "evaluate_baseline",
     "evaluate_chunks",
 ]
@@ -133,6 +134,27 @@ def _coherence(core: torch.nn.Module, p: dict[str, np.ndarray], data: SplitTenso
 def coherence_figures(core: torch.nn.Module, data: SplitTensors, judges: Judges) -> dict[str, float]:
     """The coherence figures alone (as ``evaluate_model`` reports them) of ``core``'s generations of ``data``."""
     return _coherence(core, predict(core, data), data, judges)
+
+
+def run_coherence(core: torch.nn.Module, run, spec, bundle=None):
+    """(coherence figures of a trained ``core`` on the test split of ``run``'s dataset, the judges' cache file), or
+    ({}, None) where the dataset asks for none. For the paths whose workers do not return rows (Ray Train: ``cmmd-dist
+    train --workers N``, a sweep's retrains, compare's seeds): the driver loads the dataset (``bundle``, else
+    ``registry.load_bundle``); the judges train once on the TRAIN split, cached under ``run.output_dir``."""
+    from cmmd_dist.coherence import coherence_judges, coherence_nets
+
+    if not coherence_nets(spec):
+        return {}, None
+    if bundle is None:
+        from cmmd_dist.datasets.registry import load_bundle
+
+        bundle = load_bundle(run.data)
+    observed, missing = bundle.spec.split_modalities(run.data.scenario)
+    obs, mis = [m.name for m in observed], [m.name for m in missing]
+    judges = coherence_judges(bundle.spec, SplitTensors.from_split(bundle.train, obs, mis), run.output_dir)
+    if judges is None:
+        return {}, None
+    return coherence_figures(core.cpu().eval(), SplitTensors.from_split(bundle.test, obs, mis), judges), judges.path
 
 
 @torch.no_grad()

@@ -45,6 +45,7 @@ from cmmd_dist.config import RunConfig
 from cmmd_dist.datasets.registry import load_bundle
 from cmmd_dist.datasets.shards import manifest_spec
 from cmmd_dist.datasets.spec import DatasetBundle, DatasetSpec, Split
+from cmmd_dist.evaluate import run_coherence
 from cmmd_dist.errors import UserError, one_line
 from cmmd_dist.folds import development_split
 from cmmd_dist.model import CMMD
@@ -345,7 +346,7 @@ def run_distributed(run: RunConfig, s3: S3Settings | None = None, on_step: StepH
                     log=print) -> tuple[dict, Path]:
     """Fit on Ray Train; write config.yaml, history.jsonl, metrics.json, model.pt under ``output_dir``."""
     t0 = time.time()
-    check_data(run)  # before Ray starts: a bad dataset name, manifest or scenario costs nothing
+    spec = check_data(run)  # before Ray starts: a bad dataset name, manifest or scenario costs nothing
     trainer = setup(run, s3, on_step)
     check_resources(run)
     result = RunFolder(run, trainer.run_config.name, s3).fit(trainer)
@@ -359,12 +360,18 @@ def run_distributed(run: RunConfig, s3: S3Settings | None = None, on_step: StepH
     with open(out / "history.jsonl", "w") as f:
         for row in results["history"]:
             f.write(json.dumps(row) + "\n")
-    meta = {k: v for k, v in results.items() if k not in ("history", "model_config")}
-    (out / "metrics.json").write_text(json.dumps(meta, indent=2, default=str))
     with result.checkpoint.as_directory() as folder:
         state = load_file(Path(folder) / STATE_FILE)  # weights_only: the checkpoint bucket is not trusted code
     weights = state["best_model"] if state.get("best_model") is not None else state["model"]
     torch.save({"state_dict": weights, "model_config": results["model_config"]}, out / "model.pt")
+    core = build_model(run, spec)
+    core.load_state_dict(weights)
+    coherence, judges = run_coherence(core, run, spec)  # mst: judged on the driver, the rows stay on the workers
+    results["test"] = {**results["test"], **coherence}
+    if judges is not None:
+        results["coherence_judges"] = str(judges)
+    meta = {k: v for k, v in results.items() if k not in ("history", "model_config")}
+    (out / "metrics.json").write_text(json.dumps(meta, indent=2, default=str))
     log(f"distributed run: {results['epochs_run']} epochs on {results['workers']} workers; checkpoints {result.checkpoint.path}")
     return results, out
 
@@ -389,11 +396,12 @@ def retrain_distributed(run: RunConfig, epochs: int, s3: S3Settings | None = Non
     cfg = model_config(run, spec)
     core = build_model(run, spec)
     core.load_state_dict(state["model"])
+    coherence, judges = run_coherence(core, run, spec)  # mst: judged on the driver, the rows stay on the workers
     log(f"retrain: {value['epochs_run']} epochs on {value['workers']} workers ({value['device']}); "
         f"checkpoints {result.checkpoint.path}")
     return {"model": core.eval(), "model_config": cfg, "history": value["history"], "epochs": epochs,
-            "test": value["test"], "workers": value["workers"], "device": value["device"],
-            "placement": value["placement"], "checkpoint": result.checkpoint.path}
+            "test": {**value["test"], **coherence}, "coherence_judges": judges, "workers": value["workers"],
+            "device": value["device"], "placement": value["placement"], "checkpoint": result.checkpoint.path}
 
 
 def check_resources(run: RunConfig) -> None:

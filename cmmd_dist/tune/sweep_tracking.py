@@ -16,7 +16,7 @@ from ray import tune
 from cmmd_dist.tracking import SweepRecorder
 from cmmd_dist.train.metrics import SweepGauges
 
-__all__ = ["MlflowTrials", "trial_state", "start_recorder", "finish_sweep", "champion_coherence", "sweep_figures"]
+__all__ = ["MlflowTrials", "trial_state", "start_recorder", "finish_sweep", "sweep_figures"]
 
 
 class MlflowTrials(tune.Callback):
@@ -83,9 +83,9 @@ def start_recorder(dataset: str, scenario: str | None, space: dict, sweep_id: st
 def finish_sweep(recorder: SweepRecorder, summary: dict, retrain: dict, bundle, run_config: dict) -> str:
     """Figures, summary and config on the retrain run; the retrained model registered as champion.
 
-    On a dataset that asks for coherence (mst) the champion's coherence figures join ``summary["test"]`` and
-    the test figures, and the judges' cache file (``coherence``, under the run's ``output_dir``) is logged
-    as the retrain run's artifact ``coherence/<file>``."""
+    On a dataset that asks for coherence (mst) the retrain's test figures carry it (``evaluate.run_coherence``)
+    and the judges' cache file (``retrain["coherence_judges"]``, under the run's ``output_dir``) is logged as the
+    retrain run's artifact ``coherence/<file>``."""
     from cmmd_dist.plots import report_figures
     from cmmd_dist.train.batches import SplitTensors
 
@@ -93,8 +93,7 @@ def finish_sweep(recorder: SweepRecorder, summary: dict, retrain: dict, bundle, 
     observed, missing = spec.split_modalities(run_config["data"].get("scenario"))
     obs, mis = [m.name for m in observed], [m.name for m in missing]
     test = SplitTensors.from_split(bundle.test, obs, mis)
-    coherence, judges_file = champion_coherence(retrain["model"], bundle, test, obs, mis, run_config)
-    summary["test"] = {**(summary.get("test") or {}), **coherence}
+    judges_file = retrain.get("coherence_judges")
     trials = [{"lam": t["params"].get("loss.lam"), "cv_mean": t["best_cv_metric"], "cv_std": t["cv_std"],
                "pruned": t["stopped_early"]}
               for t in summary["trials"] if t["params"].get("loss.lam") is not None]
@@ -104,23 +103,9 @@ def finish_sweep(recorder: SweepRecorder, summary: dict, retrain: dict, bundle, 
     if judges_file is not None:
         artifacts[f"coherence/{judges_file.name}"] = judges_file
     example = {n: bundle.test.arrays[n][:5] for n in obs}
-    test = {**retrain["test"], **coherence, **mx_o_figures(summary)}
+    test = {**retrain["test"], **mx_o_figures(summary)}
     return recorder.finish(retrain["model"], spec, test, summary["best"]["params"], example, artifacts,
                            sweep_figures(summary))
-
-
-def champion_coherence(core, bundle, test, obs: list[str], mis: list[str], run_config: dict):
-    """(coherence figures of ``core`` on the ``test`` rows, the judges' cache file), or ({}, None) where the dataset
-    asks for no coherence. The judges train once on the TRAIN split (``coherence.coherence_judges``)."""
-    from cmmd_dist.coherence import coherence_judges
-    from cmmd_dist.evaluate import coherence_figures
-    from cmmd_dist.train.batches import SplitTensors
-
-    judges = coherence_judges(bundle.spec, SplitTensors.from_split(bundle.train, obs, mis),
-                              run_config.get("output_dir") or "runs")
-    if judges is None:
-        return {}, None
-    return coherence_figures(core, test, judges), judges.path
 
 
 def mx_o_figures(summary: dict) -> dict[str, float]:

@@ -162,8 +162,11 @@ def test_which_datasets_ask_for_coherence():
 
 
 def test_a_sweep_logs_coherence_and_the_judges_to_mlflow_and_models_list_shows_it(mst, monkeypatch, tmp_path, capsys):
-    """``finish_sweep`` as the sweep driver calls it, on an embedded store: the judges of the fixture are reused."""
+    """``run_coherence`` and ``finish_sweep`` as the sweep's retrain and driver call them, on an embedded store: the
+    judges of the fixture are reused."""
     from cmmd_dist.cli import main
+    from cmmd_dist.config import RunConfig
+    from cmmd_dist.evaluate import run_coherence
     from cmmd_dist.tracking import SweepRecorder, Tracker
     from cmmd_dist.tune.sweep_tracking import finish_sweep
 
@@ -174,9 +177,11 @@ def test_a_sweep_logs_coherence_and_the_judges_to_mlflow_and_models_list_shows_i
     core = tiny_model()
     trial = {"trial_id": "t0", "params": {"loss.lam": 0.5}, "best_cv_metric": 0.8, "cv_std": 0.01, "epochs_run": 1,
              "stopped_early": False, "error": None}
-    test = evaluate_model(core, rows(bundle.test), with_collapse=False)
+    run = RunConfig.model_validate({"data": {"dataset": "mst", "scenario": "mnist"}, "output_dir": str(out)})
+    figures, judges_file = run_coherence(core, run, bundle.spec, bundle)  # as retrain_distributed adds them
+    test = {**evaluate_model(core, rows(bundle.test), with_collapse=False), **figures}
     summary = {"trials": [trial], "best": trial, "test": dict(test), "trials_failed": 0}
-    retrain = {"model": core, "history": [], "test": test}
+    retrain = {"model": core, "history": [], "test": test, "coherence_judges": judges_file}
     finish_sweep(SweepRecorder("mst", None, {}, sweep_id="coherence-1", uri=uri), summary, retrain, bundle,
                  {"data": {"dataset": "mst", "scenario": "mnist"}, "output_dir": str(out)})
 

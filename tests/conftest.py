@@ -1,4 +1,4 @@
-"""Fixtures shared by the unit tests: source files of the exact format a converter reads, written by the test."""
+"""Fixtures shared by unit and integration tests: source files of the exact format a converter reads, written by the test."""
 
 import numpy as np
 import pytest
