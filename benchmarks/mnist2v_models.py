@@ -122,24 +122,55 @@ def search(args) -> dict:
     from cmmd_dist.config import SweepConfig
 
     preset = args.preset or BUDGETS[args.budget]["preset"]
-    settings = SweepConfig(dataset="mnist2v", preset=preset, num_trials=args.num_trials, output_dir=args.out,
-                           use_gpu=args.device.startswith("cuda"), mlflow=args.mlflow)
+    space = None
+    if args.epochs:  # the preset's epochs overridden: a copy of the space, beside the sweeps' summaries
+        space = _space_copy(preset, args.epochs, Path(args.out))
+    settings = SweepConfig(dataset="mnist2v", space=space, preset=preset, num_trials=args.num_trials,
+                           output_dir=args.out, use_gpu=args.device.startswith("cuda"), mlflow=args.mlflow)
     result = run_compare(settings, list(args.models), args.seeds)
     return _with_search(result)
 
 
-def _with_search(result: dict) -> dict:
-    """A comparison's models, each with what its sweep chose (``search``: best params, CV figure, retrain epochs)."""
-    keep = ("best_params", "best_cv_metric", "retrain_epochs", "sweep")
-    return {k: {**m, "search": {f: result["sweeps"][k].get(f) for f in keep}} if k in result.get("sweeps", {}) else m
-            for k, m in result["models"].items()}
-
-
-def _preset_budget(preset: str) -> tuple[dict, dict]:
-    """The rows, nets and epochs (BUDGETS' shape) of the mnist2v space's ``preset``, and the search's settings."""
+def _space(preset: str, epochs: int | None = None):
+    """The mnist2v search space; with ``epochs``, ``preset``'s epochs set to it (its patience scaled alike)."""
     from cmmd_dist.tune.search_space import load_search_space
 
-    space = load_search_space("mnist2v").with_preset(preset)
+    space = load_search_space("mnist2v")
+    if epochs:
+        train = space.presets[preset].fixed.setdefault("train", {})
+        old = train.get("epochs") or space.fixed.get("train", {}).get("epochs")
+        train["patience"] = max(1, round((train.get("patience") or epochs) * epochs / old))
+        train["epochs"] = epochs
+    return space
+
+
+def _space_copy(preset: str, epochs: int, folder: Path) -> str:
+    """``_space(preset, epochs)`` written to ``folder`` (the sweeps read their space from a file)."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"mnist2v-{preset}-e{epochs}.yaml"
+    path.write_text(yaml.safe_dump(_space(preset, epochs).model_dump(mode="json", exclude_none=True), sort_keys=False))
+    return str(path.resolve())
+
+
+def _with_search(result: dict) -> dict:
+    """A comparison's models, each with what its sweep chose (``search``: best params, CV figure, retrain epochs)."""
+    keep = ("best_params", "best_cv_metric", "retrain_epochs", "trial_epochs", "search_seconds", "sweep")
+    out = {}
+    for k, m in result["models"].items():
+        sweep = dict(result.get("sweeps", {}).get(k) or {})
+        if sweep and sweep.get("trial_epochs") is None and Path(sweep.get("summary") or "").is_file():
+            summary = json.loads(Path(sweep["summary"]).read_text())  # a compare.json written before they were kept
+            sweep.update(trial_epochs=summary.get("trial_epochs_total"), search_seconds=summary.get("search_seconds"))
+        out[k] = {**m, "search": {f: sweep.get(f) for f in keep}} if sweep else m
+    return out
+
+
+def _preset_budget(preset: str, epochs: int | None = None) -> tuple[dict, dict]:
+    """The rows, nets and epochs (BUDGETS' shape) of the mnist2v space's ``preset`` (``epochs``: as ``_space``), and
+    the search's settings."""
+    space = _space(preset, epochs).with_preset(preset)
     f = space.fixed
     budget = {"data": {"limit": f.get("data", {}).get("limit")},
               "model": {k: f["model"].get(k) for k in ("zdim", "encoder_hidden", "prior_hidden", "decoder_hidden",
@@ -158,11 +189,13 @@ def _chosen_table(models: dict) -> str:
         if "search" in m:
             chosen = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
                                for k, v in sorted((m["search"]["best_params"] or {}).items()))
-            rows.append(f"| {name} | {chosen} | {m['search']['best_cv_metric']:.4f} | {m['search']['retrain_epochs']} |")
+            rows.append(f"| {name} | {chosen} | {m['search']['best_cv_metric']:.4f} | {m['search']['trial_epochs']} | "
+                        f"{m['search']['retrain_epochs']} |")
     if not rows:
         return ""
-    return ("\nWhat each sweep chose (CV error of the champion, epochs of its retrain):\n\n"
-            "| model | chosen | CV error | retrain epochs |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    return ("\nWhat each sweep chose (CV error of the champion; trial-epochs the search spent, ASHA stopping trials "
+            "early; epochs of the champion's retrain):\n\n"
+            "| model | chosen | CV error | trial-epochs | retrain epochs |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
 def write(models: dict, args, wall_s: float) -> None:
@@ -177,7 +210,7 @@ def write(models: dict, args, wall_s: float) -> None:
         b = BUDGETS[args.budget]
         setting = {"budget": b, "fixed": FIXED}
     else:
-        b, setting = _preset_budget(preset)
+        b, setting = _preset_budget(preset, args.epochs)
         how = (f"TUNED: each model by its own platform sweep (preset `{preset}`: {setting['searcher']} searcher with "
                f"ASHA, {setting['num_trials']} trials, {setting['folds']['k']}-fold CV on train+val, searching "
                f"{', '.join(setting['searched'])} and beta for VCCA / MVAE), the champion retrained on train+val per "
@@ -187,11 +220,11 @@ def write(models: dict, args, wall_s: float) -> None:
               "wall_s": wall_s, "settings": setting,
               "models": models, "beats_mx_o": beats_mx_o(models), "verdict": verdict(models)}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "mnist2v_models.json").write_text(json.dumps(result, indent=2))
-    fig_path = save_png(collapse_figure(models), RESULTS / "mnist2v_models_collapse.png")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2))
+    fig_path = save_png(collapse_figure(models), RESULTS / f"{args.name}_collapse.png")
     text = f"""# Two-view MNIST: CMMD and the paper's baselines, {args.seeds} seeds
 
-Produced by `benchmarks/mnist2v_models.py {'--budget ' + args.budget + ' --no-search' if untuned else '--preset ' + preset}` in
+Produced by `benchmarks/mnist2v_models.py {'--budget ' + args.budget + ' --no-search' if untuned else '--preset ' + preset}{f' --epochs {args.epochs}' if args.epochs else ''}` in
 {wall_s / 60:.1f} min on {args.device} ({result['machine']}).
 
 **{how}.** The same for every model: rows per split {b['data']['limit'] or 'all'}, latent
@@ -211,7 +244,7 @@ The paper's figures: Table 2 gives CMMD 2.4% on this dataset; the baselines' MNI
 of the paper we have, and the collapse pattern it reports (Fig. 2) is on XRMB. Figure: `{fig_path.name}`
 (mean collapse curve over seeds per model, shaped like the paper's Fig. 2, left).
 """
-    (RESULTS / "mnist2v_models.md").write_text(text)
+    (RESULTS / f"{args.name}.md").write_text(text)
     print(text)
 
 
@@ -227,7 +260,9 @@ def main(argv=None) -> int:
     p.add_argument("--num-trials", type=int, help="search: trials per sweep (default: the preset's)")
     p.add_argument("--mlflow", help="search: tracking URI")
     p.add_argument("--out", default="runs", help="search: folder for sweep summaries")
-    p.add_argument("--epochs", type=int, help="override the budget's epochs (the same for every model)")
+    p.add_argument("--epochs", type=int, help="override the budget's (or the preset's) epochs, the same for every "
+                                              "model; the preset's patience scales alike")
+    p.add_argument("--name", default="mnist2v_models", help="file stem of the results (.json, .md, _collapse.png)")
     p.add_argument("--part", help="write only this process's models (JSON) to this path: models run in parallel "
                                   "processes (e.g. one per model on one GPU), joined by --merge")
     p.add_argument("--merge", help="comma-separated --part files (or a sweep's compare.json): join them and write "

@@ -258,6 +258,8 @@ def run_compare(settings, kinds: list[str], seeds: int, log=print, paper: dict |
                             "model_uri": summary.get("model_uri"), "best_params": summary["best"]["params"],
                             "best_cv_metric": summary["best"]["best_cv_metric"],
                             "retrain_epochs": summary["retrain_epochs"],
+                            "trial_epochs": summary.get("trial_epochs_total"),
+                            "search_seconds": summary.get("search_seconds"),
                             "run_id": _nest(tracker, summary["sweep"], parent)}
     except BaseException:
         tracker.end_run(parent, "FAILED")
