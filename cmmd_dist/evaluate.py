@@ -149,8 +149,7 @@ def run_coherence(core: torch.nn.Module, run, spec, bundle=None):
         from cmmd_dist.datasets.registry import load_bundle
 
         bundle = load_bundle(run.data)
-    observed, missing = bundle.spec.split_modalities(run.data.scenario)
-    obs, mis = [m.name for m in observed], [m.name for m in missing]
+    obs, mis = bundle.spec.scenario_names(run.data.scenario)
     judges = coherence_judges(bundle.spec, SplitTensors.from_split(bundle.train, obs, mis), run.output_dir)
     if judges is None:
         return {}, None

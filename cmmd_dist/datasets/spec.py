@@ -82,6 +82,11 @@ class DatasetSpec:
         missing = tuple(m for m in self.modalities if m.name not in obs_names)
         return observed, missing
 
+    def scenario_names(self, scenario: str | None = None) -> tuple[list[str], list[str]]:
+        """(observed, missing) modality NAMES of a scenario: what rows are split by (``SplitTensors.from_split``)."""
+        observed, missing = self.split_modalities(scenario)
+        return [m.name for m in observed], [m.name for m in missing]
+
 
 @dataclass
 class Split:

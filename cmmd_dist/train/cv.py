@@ -89,7 +89,7 @@ def fold_rows(run: RunConfig, folds: Folds, rank: int, world: int,
     bundle = load_bundle(run.data)
     dev = development_split(bundle)
     fold_ids = assign_folds(dev, folds.k, folds.strategy, folds.seed)
-    obs, mis = _names(bundle.spec, run)
+    obs, mis = bundle.spec.scenario_names(run.data.scenario)
     pool = SplitTensors.from_split(dev, obs, mis, device, ids=development_ids(bundle))
     unlabeled = torch.zeros(0, dtype=torch.int64)
     if run.train.pretrain_epochs and "unlabeled" in bundle.extra:
@@ -106,15 +106,10 @@ def fold_rows(run: RunConfig, folds: Folds, rank: int, world: int,
     return out, bundle.spec
 
 
-def _names(spec: DatasetSpec, run: RunConfig) -> tuple[list[str], list[str]]:
-    observed, missing = spec.split_modalities(run.data.scenario)
-    return [m.name for m in observed], [m.name for m in missing]
-
-
 def _streamed_fold_rows(run: RunConfig, folds: Folds, rank: int, world: int, device, uri: str,
                         manifest: dict) -> tuple[list[FoldRows], DatasetSpec]:
     spec = manifest_spec(manifest)
-    obs, mis = _names(spec, run)
+    obs, mis = spec.scenario_names(run.data.scenario)
     fold_ids = prepared_fold_ids(uri, folds.k, folds.strategy, folds.seed, manifest=manifest, limit=run.data.limit)
     has_unlabeled = any(f.get("split") == "unlabeled" for f in manifest.get("files", []))
     pre_splits = (*DEV_SPLITS, "unlabeled") if has_unlabeled else DEV_SPLITS

@@ -143,8 +143,7 @@ def _shard(split: Split, rank: int, world: int) -> Split:
 
 def rank_rows(bundle: DatasetBundle, run: RunConfig, rank: int, world: int, retrain: bool,
               device: torch.device | str) -> RankRows:
-    observed, missing = bundle.spec.split_modalities(run.data.scenario)
-    obs, mis = [m.name for m in observed], [m.name for m in missing]
+    obs, mis = bundle.spec.scenario_names(run.data.scenario)
 
     def tensors(split: Split) -> SplitTensors:
         return SplitTensors.from_split(split, obs, mis, device)
@@ -164,8 +163,7 @@ def streamed_rank_rows(run: RunConfig, uri: str, manifest: dict, rank: int, worl
                        device: torch.device | str) -> tuple[DatasetSpec, RankRows]:
     """As ``rank_rows``, streamed: this rank's part of the shards every epoch, evaluation splits in chunks."""
     spec = manifest_spec(manifest)
-    observed, missing = spec.split_modalities(run.data.scenario)
-    obs, mis = [m.name for m in observed], [m.name for m in missing]
+    obs, mis = spec.scenario_names(run.data.scenario)
     labelled = ("train", "val") if retrain else ("train",)
     has_unlabeled = any(f.get("split") == "unlabeled" for f in manifest.get("files", []))
     pre = (*labelled, "unlabeled") if run.train.pretrain_epochs and has_unlabeled else labelled

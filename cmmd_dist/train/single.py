@@ -94,8 +94,7 @@ def _autocast(run: RunConfig, device: torch.device):
 
 def split_tensors(bundle: DatasetBundle, run: RunConfig) -> dict[str, SplitTensors]:
     """Every split on ``train.device``; the extra ones (Flickr's unlabeled rows) only when pretraining uses them."""
-    observed, missing = bundle.spec.split_modalities(run.data.scenario)
-    obs, mis = [m.name for m in observed], [m.name for m in missing]
+    obs, mis = bundle.spec.scenario_names(run.data.scenario)
     splits = bundle.splits() if run.train.pretrain_epochs else {"train": bundle.train, "val": bundle.val, "test": bundle.test}
     return {name: SplitTensors.from_split(s, obs, mis, run.train.device) for name, s in splits.items()}
 
@@ -221,8 +220,7 @@ def _dev_and_test(run: RunConfig, bundle: DatasetBundle) -> tuple[SplitTensors, 
     """(train+val rows, test rows, the unlabeled rows when pretraining) on ``train.device``."""
     from cmmd_dist.folds import development_split
 
-    observed, missing = bundle.spec.split_modalities(run.data.scenario)
-    obs, mis = [m.name for m in observed], [m.name for m in missing]
+    obs, mis = bundle.spec.scenario_names(run.data.scenario)
     extra = bundle.extra.get("unlabeled") if run.train.pretrain_epochs else None
     return (SplitTensors.from_split(development_split(bundle), obs, mis, run.train.device),
             SplitTensors.from_split(bundle.test, obs, mis, run.train.device),

@@ -90,8 +90,7 @@ def finish_sweep(recorder: SweepRecorder, summary: dict, retrain: dict, bundle, 
     from cmmd_dist.train.batches import SplitTensors
 
     spec = bundle.spec
-    observed, missing = spec.split_modalities(run_config["data"].get("scenario"))
-    obs, mis = [m.name for m in observed], [m.name for m in missing]
+    obs, mis = spec.scenario_names(run_config["data"].get("scenario"))
     test = SplitTensors.from_split(bundle.test, obs, mis)
     judges_file = retrain.get("coherence_judges")
     trials = [{"lam": t["params"].get("loss.lam"), "cv_mean": t["best_cv_metric"], "cv_std": t["cv_std"],
