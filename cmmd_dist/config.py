@@ -178,6 +178,10 @@ class SweepConfig(_Strict):
     preset: str | None = Field(None, description="named preset of the space (paper, smoke, ...)")
     num_trials: int | None = Field(None, ge=1, description="trials to run; None: the space's")
     time_budget_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds")
+    max_trial_epochs: int | None = Field(
+        None, ge=1, description="compute budget: stop the sweep once its trials have run this many trial-epochs "
+        "(one epoch of all folds of one trial; running trials end at their last reported epoch; 1-worker trials); "
+        "None: no cap")
     workers_per_trial: int | None = Field(None, ge=1, description="Ray Train workers per trial; None: the space's")
     use_gpu: bool = Field(False, description="one GPU per worker")
     bf16: bool = Field(False, description="bf16 autocast in every trial and the retrain (the MMD kernel stays fp32)")

@@ -5,8 +5,9 @@
 
 Modules: ``options`` (the one option parser, built from ``SweepConfig``), ``sweep`` (the driver: checks,
 search, retrain, registration), ``trial`` (one trial's CV), ``search_space`` (the YAML spaces), ``searchers``
-(TPE and ASHA on the space's figure), ``workarounds`` (Ray bugs worked around, each with its issue and
-regression test), ``sweep_tracking`` (MLflow and the sweep's Ray metrics), ``results`` (the trial table).
+(TPE and ASHA on the space's figure), ``budget`` (the trial-epoch budget, ``--max-trial-epochs``),
+``workarounds`` (Ray bugs worked around, each with its issue and regression test), ``sweep_tracking`` (MLflow
+and the sweep's Ray metrics), ``results`` (the trial table).
 Importing this package imports no Ray: the names below load their module on first use.
 """
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray import tune
+from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
@@ -55,9 +56,20 @@ class PruneAwareOptunaSearch(OptunaSearch):
         from optuna.trial import TrialState
 
         try:  # Optuna takes a pruned trial's value from its last reported figure
+            self._report_last(trial_id, result)
             self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
         finally:
             self._completed_trials.add(trial_id)
+
+    def _report_last(self, trial_id: str, result: dict) -> None:
+        """Report the trial's last result if Optuna lacks it: Tune does not pass a searcher the report on which the
+        scheduler stops a trial (ASHA's STOP of a 1-worker trial), so that figure would not be the trial's last."""
+        step, value = result.get(TRAINING_ITERATION), result.get(self.metric)
+        if result.get("stage", "supervised") != "supervised" or step is None or value is None:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        if step not in self._ot_study.get_trials(deepcopy=False)[ot_trial.number].intermediate_values:
+            ot_trial.report(value, step)
 
 
 def make_searcher(settings: SweepConfig, space: SearchSpace, max_concurrent: int, num_trials: int = 20):

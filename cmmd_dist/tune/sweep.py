@@ -135,6 +135,9 @@ def plan_sweep(settings: SweepConfig) -> SweepPlan:
         base = sweep_base(settings, space, dataset)
     except (FileNotFoundError, KeyError, ValueError) as err:
         raise UserError(err.args[0] if err.args else str(err)) from None
+    from cmmd_dist.tune.budget import check_budget
+
+    check_budget(settings.max_trial_epochs, settings.workers_per_trial or space.workers_per_trial)
     storage, name = sweep_paths(settings, dataset)
     if is_s3_uri(storage):
         check_bucket(storage)
@@ -199,6 +202,7 @@ def _search_and_register(plan: SweepPlan, recorder, log) -> dict:
     import ray
     from ray import tune
 
+    from cmmd_dist.tune.budget import TrialEpochBudget, budget_in_force
     from cmmd_dist.tune.searchers import make_scheduler, make_searcher, tune_param_space
     from cmmd_dist.tune.sweep_tracking import MlflowTrials, finish_sweep
     from cmmd_dist.tune.trial import trial_fn
@@ -214,8 +218,8 @@ def _search_and_register(plan: SweepPlan, recorder, log) -> dict:
     cluster_cpus = ray.cluster_resources().get("CPU", 1)
     concurrent = settings.max_concurrent_trials or max(1, int(cluster_cpus // workers))
     verdicts = f"cmmd-verdicts-{name}" if settings.asha and workers > 1 else None  # workarounds.CooperativeASHA
-    if verdicts:
-        verdicts_actor = Verdicts.options(name=verdicts, get_if_exists=True).remote()  # noqa: F841 (kept alive)
+    # the named actor lives as long as this handle: until the trials are done
+    verdicts_actor = Verdicts.options(name=verdicts, get_if_exists=True).remote() if verdicts else None
     trainable = tune.with_parameters(trial_fn, base=base, folds=space.folds, workers=workers,
                                      use_gpu=settings.use_gpu, storage=f"{root.rstrip('/')}/{name}-train",
                                      verdicts=verdicts, storage_fs=fs)
@@ -228,32 +232,46 @@ def _search_and_register(plan: SweepPlan, recorder, log) -> dict:
     exp_path = plan.exp_path
     if settings.resume:
         log(f"resuming sweep {exp_path}")
+        if settings.max_trial_epochs:
+            log("--max-trial-epochs is not read by --resume: the sweep keeps the budget it started with")
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=fs)
     else:
         searcher = settings.searcher or space.searcher
         grid = searcher == "grid"
+        search_alg = make_searcher(settings, space, concurrent, num_trials)
+        trials_cb = MlflowTrials(recorder, space.figure)
+        # the budget stops the sweep, then ends the trials it stopped in the searcher and in MLflow (budget.py)
+        budget = (TrialEpochBudget(settings.max_trial_epochs, search_alg, [trials_cb])
+                  if settings.max_trial_epochs else None)
         tuner = tune.Tuner(
             trainable,
             param_space=tune_param_space(space, searcher),
             tune_config=tune.TuneConfig(  # metric and mode: the searcher's and the scheduler's, the space's figure
                 num_samples=1 if grid else num_trials,
-                search_alg=make_searcher(settings, space, concurrent, num_trials),
+                search_alg=search_alg,
                 scheduler=make_scheduler(settings, space, epochs, workers, verdicts or ""),
                 max_concurrent_trials=concurrent, time_budget_s=settings.time_budget_s,
                 reuse_actors=workers == 1,  # a 1-worker trial's process (torch imported) serves the next trial
             ),
-            run_config=tune.RunConfig(name=name, storage_path=root, storage_filesystem=fs, verbose=1,
-                                      callbacks=[MlflowTrials(recorder, space.figure)]),
+            run_config=tune.RunConfig(name=name, storage_path=root, storage_filesystem=fs, verbose=1, stop=budget,
+                                      callbacks=[trials_cb] + ([budget] if budget else [])),
         )
     grid_result = tuner.fit()
+    del verdicts_actor
     rows = trials_table(grid_result, space)
+    budget = budget_in_force(tuner)
     summary = {"dataset": plan.dataset, "scenario": settings.scenario, "preset": settings.preset, "sweep": exp_path,
                "searcher": settings.searcher or space.searcher, "folds": space.folds.model_dump(),
                "workers_per_trial": workers, "max_concurrent_trials": concurrent, "cpus": cluster_cpus,
                "trials": rows, "trial_epochs_total": sum(r["epochs_run"] or 0 for r in rows),
                "trials_failed": sum(r["error"] is not None for r in rows) + _silent_failures(grid_result),
-               "search_seconds": time.time() - t0}
+               "search_seconds": time.time() - t0,
+               "max_trial_epochs": budget.max_trial_epochs if budget else None,
+               "stopped_by_budget": bool(budget and budget.spent)}
+    if budget and budget.spent:
+        log(f"trial-epoch budget spent: {budget.used} of {budget.max_trial_epochs}; the sweep stopped there, "
+            f"{len(budget.stopped)} trials ended at their last reported epoch")
     best = champion_row(rows)
     if best is None:
         raise SweepFailed(f"no trial of sweep {exp_path} finished its cross-validation "
