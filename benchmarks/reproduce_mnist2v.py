@@ -147,7 +147,7 @@ def notes(r: dict) -> dict:
         "mx0_error": ("CMMD beats M-x_o" if r["cmmd_error"] < r["mx0_error"] else "CMMD does NOT beat M-x_o here")
                      + f" ({100 * (r['mx0_error'] - r['cmmd_error']):+.2f} points)",
         "best_lambda": ("interior, as in the paper" if 0 < lam < 1 else "NOT interior: an end of the grid won on CV")
-                       + (f"; paper 0.4" if lam != 0.4 else ""),
+                       + ("; paper 0.4" if lam != 0.4 else ""),
         "collapse": ("lambda = 1 collapses more dims than the best lambda, as in the paper"
                      if col["lambda_1"] > col["best_lambda"] else
                      "lambda = 1 does NOT collapse more dims than the best lambda here"),

@@ -1,7 +1,6 @@
 """Metrics: error, mAP, posterior-collapse curve, latent classification."""
 
 import numpy as np
-import torch
 
 from cmmd_dist.evaluate import classification_metrics, collapse_curve, latent_classification
 
