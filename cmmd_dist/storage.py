@@ -18,6 +18,8 @@ import json
 import os
 import posixpath
 import re
+import shlex
+import stat
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
@@ -35,6 +37,8 @@ __all__ = [
     "join_uri",
     "check_relative_path",
     "check_manifest_files",
+    "confined",
+    "own_file",
     "resolve",
     "resolve_without_keys",
     "write_bytes",
@@ -142,9 +146,10 @@ def check_relative_path(path: object, where: str) -> str:
     return "/".join(part for part in path.split("/") if part not in ("", "."))
 
 
-def check_manifest_files(manifest: dict, where: str | None = None) -> list[dict]:
+def check_manifest_files(manifest: dict, where: str | None = None, root: str | None = None) -> list[dict]:
     """The manifest's ``files`` entries, each with a 'split' and a 'path' checked (and normalised) by
-    :func:`check_relative_path`: every entry is refused before any file is opened."""
+    :func:`check_relative_path` and, given the dataset ``root``, by :func:`confined` (links resolved):
+    every entry is refused before any file is opened."""
     where = where or manifest.get("_uri", "manifest")
     files = manifest.get("files")
     if not isinstance(files, list):
@@ -153,7 +158,49 @@ def check_manifest_files(manifest: dict, where: str | None = None) -> list[dict]
         if not isinstance(entry, dict) or "path" not in entry or "split" not in entry:
             raise StorageError(f"{where}: files[{i}]: every entry of 'files' needs 'path' and 'split', got {entry!r}")
         entry["path"] = check_relative_path(entry["path"], f"{where}: files[{i}]")
+        if root is not None:
+            confined(root, entry["path"], f"{where}: files[{i}] {entry['path']!r}")
     return files
+
+
+def confined(root: str, rel: str, where: str | None = None, inside: str = "the dataset root") -> str:
+    """``join_uri(root, rel)`` once it is known to lie inside ``root`` after every link is resolved.
+
+    Locally both ``root`` and the joined path go through ``os.path.realpath`` (a ``root`` that is itself a
+    link is fine; a shard, split folder or manifest linked to a place outside it is not); S3 has no links,
+    so its URIs are only checked lexically (by :func:`join_uri`). The refusal names ``where`` (default: the
+    joined path) and the target, never anything read from the target: nothing has been opened yet."""
+    uri = join_uri(root, rel)
+    if is_s3_uri(uri):
+        return uri
+    top, real = os.path.realpath(root), os.path.realpath(uri)
+    if os.path.commonpath([top, real]) != top:
+        raise StorageError(f"{where or uri}: resolves to {real}, outside {inside} {top}; "
+                           "links may not leave it (copy the files in instead)")
+    return uri
+
+
+def own_file(root: str, rel: str, where: str | None = None, inside: str = "--out") -> str | None:
+    """The URI of ``rel`` under ``root`` if a writer may delete it: locally a regular file (not a link,
+    folder or device) inside ``root`` once links are resolved; None when there is nothing there locally.
+    Anything else is a StorageError that says how to clear it by hand. S3 keys are plain objects."""
+    uri = join_uri(root, rel)
+    if is_s3_uri(uri):
+        return uri
+    try:
+        mode = os.lstat(uri).st_mode
+    except FileNotFoundError:
+        confined(root, rel, where, inside)
+        return None
+    if not stat.S_ISLNK(mode):
+        confined(root, rel, where, inside)  # a parent folder may be a link that leaves
+        if stat.S_ISREG(mode):
+            return uri
+    kind = (f"a link to {os.path.realpath(uri)}" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode)
+            else "a special file")
+    raise StorageError(f"{where or uri}: is {kind}, not a regular file this prepare wrote: not deleted; "
+                       f"remove it yourself (rm {'-r ' if stat.S_ISDIR(mode) else ''}{shlex.quote(uri)}) "
+                       f"or choose another {inside}")
 
 
 def join_uri(base: str, *parts: str) -> str:
@@ -276,7 +323,7 @@ def sha256_hex(data: bytes) -> str:
 def find_manifest(root: str, settings: S3Settings | None = None) -> str | None:
     """URI of the manifest under ``root``, or None when the dataset is absent or unfinished."""
     for name in MANIFEST_NAMES:
-        uri = join_uri(root, name)
+        uri = confined(root, name)  # a manifest linked outside the root is refused, not read
         if exists(uri, settings):
             return uri
     return None
@@ -310,14 +357,14 @@ def read_manifest(root: str, settings: S3Settings | None = None) -> dict:
             f"{uri}: manifest format_version {version} is newer than this cmmd_dist understands ({FORMAT_VERSION}); upgrade cmmd_dist"
         )
     manifest["_uri"] = uri
-    if "files" in manifest:  # every path checked now, before any shard is opened
-        check_manifest_files(manifest, uri)
+    if "files" in manifest:  # every path checked now (links resolved), before any shard is opened
+        check_manifest_files(manifest, uri, root)
     return manifest
 
 
 def write_manifest(root: str, manifest: dict, settings: S3Settings | None = None) -> str:
     """Write ``manifest.json`` under ``root`` (deterministic bytes: sorted keys); returns its URI."""
-    uri = join_uri(root, MANIFEST_NAMES[0])
+    uri = confined(root, MANIFEST_NAMES[0])
     body = {k: v for k, v in manifest.items() if not k.startswith("_")}
     write_bytes(uri, (json.dumps(body, indent=1, sort_keys=True) + "\n").encode("utf-8"), settings)
     return uri

@@ -12,9 +12,13 @@ and ``row`` (int64, index within the split). Every file is one row group, so a r
 into a numpy array without copying. The bytes depend only on the data and the pyarrow version.
 
 Every path a manifest names is checked when the manifest is read (``storage.check_manifest_files``):
-a relative path inside the root, never ``..``, an absolute path or another URI. A writer replaces only
-the same dataset (spec name, source hash, seed, limit) unless told to overwrite, and removes the files
-of the dataset it replaces, so no stale shard is left behind.
+a relative path inside the root, never ``..``, an absolute path or another URI, and, links resolved, still
+inside the root (``storage.confined``, again before each file is opened). A writer replaces only the same
+dataset (spec name, source hash, seed, limit) unless told to overwrite. Before it deletes or writes
+anything it checks that its split folders resolve inside ``out_uri`` and that every file it would delete
+is its own (``storage.own_file``: inside, a regular file): the files the old manifest lists, and the
+stale files of its naming (``<split>/part-NNNNN.parquet``, ``*.tmp-<hex>``) that a killed prepare left
+and no manifest lists. Then it removes them all, so no stale shard is left behind.
 
 One writer, :func:`write_stream`, takes a :class:`DatasetStream` (each split a sequence of row blocks) and
 writes each file as soon as it has ``rows_per_file`` rows, so it holds one block and one file's rows at a
@@ -27,10 +31,12 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+import re
 from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from cmmd_dist.datasets.spec import (
@@ -51,13 +57,16 @@ from cmmd_dist.storage import (
     StorageError,
     check_bucket,
     check_manifest_files,
+    confined,
     delete_file,
     find_manifest,
     is_s3_uri,
     join_uri,
+    own_file,
     read_bytes,
     read_manifest,
     remove_manifest,
+    resolve,
     sha256_hex,
     write_bytes,
     write_manifest,
@@ -82,6 +91,9 @@ __all__ = [
 ]
 
 DEFAULT_ROWS_PER_FILE = 10_000
+# the files a writer names (and a killed one leaves): part-00000.parquet, its temporary part-00000.parquet.tmp-<hex>
+_OWN_SHARD = re.compile(r"part-\d{5,}\.parquet(\.tmp-[0-9a-f]{32})?")
+_OWN_TOP = re.compile(r"manifest\.json\.tmp-[0-9a-f]{32}")
 
 
 def spec_to_dict(spec: DatasetSpec) -> dict:
@@ -229,15 +241,55 @@ def check_replaceable(out_uri: str, identity: dict, overwrite: bool = False,
     return old
 
 
-def _remove_dataset(out_uri: str, old: dict | None, settings: S3Settings | None) -> None:
-    """Unfinish the dataset under ``out_uri`` (manifest first), then delete the shards its manifest listed."""
+def _listed(out_uri: str, folder: str, settings: S3Settings | None) -> list[str]:
+    """Names of the entries directly in ``folder`` under ``out_uri`` (none when it is absent, or is a local
+    folder that resolves outside ``out_uri``: nothing there is this writer's)."""
+    uri = join_uri(out_uri, folder) if folder else out_uri
+    if not is_s3_uri(uri):
+        if not os.path.isdir(uri):
+            return []
+        if folder:
+            try:
+                confined(out_uri, folder, inside="--out")
+            except StorageError:  # a folder linked outside: nothing there is this writer's
+                return []
+        return sorted(os.listdir(uri))
+    fs, path = resolve(uri, settings)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    except OSError as err:
+        raise StorageError(f"{uri}: cannot list: {one_line(err)}") from err
+    return sorted(posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.File)
+
+
+def _doomed_files(out_uri: str, old: dict | None, splits: Iterable[str], settings: S3Settings | None) -> list[str]:
+    """Every file a writer into ``out_uri`` is to delete, each proven its own (``storage.own_file``) before
+    any is deleted: the files ``old`` (the manifest replaced) lists, then the stale ones of its naming that
+    no manifest lists, in the split folders written now or listed by ``old``. The split folders to be
+    written must resolve inside ``out_uri`` (a link that leaves is refused before anything is touched)."""
+    for name in (*splits, MANIFEST_NAMES[0]):
+        confined(out_uri, name, f"{join_uri(out_uri, name)} (where data prepare writes)", inside="--out")
+    listed = check_manifest_files(old, root=out_uri) if old and "files" in old else []
+    rels = [e["path"] for e in listed]
+    folders = dict.fromkeys([*splits, *(posixpath.dirname(p) for p in rels if "/" in p)])
+    stale = [n for n in _listed(out_uri, "", settings) if _OWN_TOP.fullmatch(n)]
+    for folder in folders:
+        stale += [f"{folder}/{n}" for n in _listed(out_uri, folder, settings) if _OWN_SHARD.fullmatch(n)]
+    doomed = []
+    for rel in dict.fromkeys([*rels, *stale]):
+        uri = own_file(out_uri, rel)
+        if uri is not None:
+            doomed.append(uri)
+    return doomed
+
+
+def _remove_dataset(out_uri: str, doomed: list[str], settings: S3Settings | None) -> None:
+    """Unfinish the dataset under ``out_uri`` (manifest first), then delete ``doomed`` (see :func:`_doomed_files`)."""
     remove_manifest(out_uri, settings)
     for name in MANIFEST_NAMES[1:]:  # a hand-written YAML manifest would otherwise outlive its dataset
-        delete_file(join_uri(out_uri, name), settings)
-    if old is None:
-        return
-    for entry in old.get("files", []):  # paths already checked by read_manifest: all inside out_uri
-        delete_file(join_uri(out_uri, entry["path"]), settings)
+        delete_file(confined(out_uri, name), settings)
+    for uri in doomed:
+        delete_file(uri, settings)
 
 
 def _remove_empty_folders(out_uri: str, rel_paths: list[str]) -> None:
@@ -279,7 +331,7 @@ def _write_file(spec: DatasetSpec, part: Split, name: str, index: int, first_row
                    compression="snappy", use_dictionary=["split"], write_statistics=["label", "row"])
     rel = f"{name}/part-{index:05d}.parquet"
     with buf.getbuffer() as data:  # the file's bytes, not a copy of them (a file can be hundreds of MB)
-        write_bytes(join_uri(out_uri, rel), data, settings)
+        write_bytes(confined(out_uri, rel, inside="--out"), data, settings)
         return {"path": rel, "split": name, "rows": len(part), "bytes": data.nbytes, "sha256": sha256_hex(data)}
 
 
@@ -332,14 +384,14 @@ def write_stream(
     extra = extra or {}
     identity = {"name": spec.name, "source_sha256": source_sha256, "seed": extra.get("seed"), "limit": extra.get("limit")}
     old = check_replaceable(out_uri, identity, overwrite, settings)
-    _remove_dataset(out_uri, old, settings)
+    _remove_dataset(out_uri, _doomed_files(out_uri, old, stream.splits, settings), settings)
     files, rows = [], {}
     try:
         for name in stream.splits:
             rows[name] = _write_split(spec, name, stream.blocks(name), out_uri, rows_per_file, settings, files, validate)
     except UserError:
         for entry in files:  # nothing half-written survives a user error (an interrupt leaves them: no manifest)
-            delete_file(join_uri(out_uri, entry["path"]), settings)
+            delete_file(confined(out_uri, entry["path"], inside="--out"), settings)
         _remove_empty_folders(out_uri, [e["path"] for e in files])
         raise
     manifest = {
@@ -382,14 +434,15 @@ def manifest_spec(manifest: dict) -> DatasetSpec:
     return spec_from_dict(manifest["spec"], manifest.get("_uri", "manifest"))
 
 
-def _files_of(manifest: dict, split: str) -> list[dict]:
+def _files_of(manifest: dict, split: str, root: str) -> list[dict]:
     # a manifest handed in (not read here) gets the same check: every entry, before any file is opened
-    return [f for f in check_manifest_files(manifest) if f["split"] == split]
+    return [f for f in check_manifest_files(manifest, root=root) if f["split"] == split]
 
 
 def read_file_table(root: str, entry: dict, verify: bool = True, settings: S3Settings | None = None) -> pa.Table:
-    """One shard as a table; size and (``verify``) sha256 are checked against the manifest entry."""
-    uri = join_uri(root, entry["path"])
+    """One shard as a table; size and (``verify``) sha256 are checked against the manifest entry, once the
+    shard is known to lie inside ``root`` (links resolved): nothing outside is read, its size never printed."""
+    uri = confined(root, entry["path"])
     data = read_bytes(uri, settings)
     if "bytes" in entry and len(data) != entry["bytes"]:
         raise StorageError(f"{uri}: truncated or altered shard: {len(data)} bytes, manifest says {entry['bytes']}")
@@ -410,7 +463,7 @@ def read_split(root: str, split: str, manifest: dict | None = None, verify: bool
     manifest = manifest or read_manifest(root, settings)
     spec = manifest_spec(manifest)
     parts = []
-    for entry in _files_of(manifest, split):
+    for entry in _files_of(manifest, split, root):
         uri = join_uri(root, entry["path"])
         part = table_to_split(spec, read_file_table(root, entry, verify, settings), uri)
         check_split(spec, part, uri, unlabeled=split not in ("train", "val", "test"))
@@ -428,7 +481,7 @@ def load_prepared(root: str, verify: bool = True, settings: S3Settings | None = 
     """The DatasetBundle stored under ``root`` (train/val/test, other splits in ``extra``)."""
     manifest = read_manifest(root, settings)
     spec = manifest_spec(manifest)
-    names = sorted({f["split"] for f in check_manifest_files(manifest)})
+    names = sorted({f["split"] for f in check_manifest_files(manifest, root=root)})
     for required in ("train", "val", "test"):
         if required not in names:
             raise StorageError(f"{manifest['_uri']}: no files for split {required!r}")

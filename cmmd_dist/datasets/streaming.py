@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from cmmd_dist.datasets.shards import arrow_schema, manifest_spec, read_file_table
 from cmmd_dist.datasets.spec import DatasetSpec
-from cmmd_dist.storage import S3Settings, StorageError, check_manifest_files, join_uri, read_manifest, resolve
+from cmmd_dist.storage import S3Settings, StorageError, check_manifest_files, confined, join_uri, read_manifest, resolve
 
 __all__ = ["ShardStream", "arrays_from_batch", "Keep", "DEFAULT_SHUFFLE_BUFFER", "DEFAULT_PREFETCH"]
 
@@ -80,7 +80,7 @@ class ShardStream:
         self.shuffle_buffer = max(int(shuffle_buffer), 0)
         self.manifest = manifest or read_manifest(root, settings)
         self.spec: DatasetSpec = manifest_spec(self.manifest)
-        files = check_manifest_files(self.manifest)
+        files = check_manifest_files(self.manifest, root=root)  # links resolved: every entry inside root
         self.entries = [dict(f) for f in files if f.get("split") in self.splits]
         for split in self.splits:
             if not any(e["split"] == split for e in self.entries):
@@ -103,7 +103,7 @@ class ShardStream:
         self.epoch = 0
 
     def _row_column(self, entry: dict) -> np.ndarray:
-        uri = join_uri(self.root, entry["path"])
+        uri = confined(self.root, entry["path"])
         try:
             with self.fs.open_input_file(join_uri(self.base, entry["path"])) as f:
                 return pq.read_table(f, columns=["row"]).column("row").to_numpy()
@@ -154,7 +154,7 @@ class ShardStream:
 
     def _read(self, i: int, take: np.ndarray | slice) -> Batch:
         entry = self.entries[i]
-        uri = join_uri(self.root, entry["path"])
+        uri = confined(self.root, entry["path"])  # again before the open: nothing outside root is read
         wanted = list(dict.fromkeys([*self.columns, "row"]))
         if self.verify:
             table = read_file_table(self.root, entry, True, self.settings).select(wanted)
