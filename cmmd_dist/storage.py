@@ -9,6 +9,11 @@ explicit :class:`S3Settings` is passed. boto3 is used only for bucket administra
 Atomicity: a local file is written under a temporary name and renamed; an S3 object becomes visible
 only when its upload completes. The manifest is written LAST, so a dataset without a manifest is
 unfinished and no reader accepts it.
+
+Confinement: every path joined to a dataset root is checked lexically (:func:`check_relative_path`) and,
+locally, again once links are resolved (:func:`confined`), before the file is opened, written or deleted;
+a writer deletes only regular files inside its root (:func:`own_file`). A link swapped in between that
+check and the open is not caught: it guards against mistakes and planted links, not a concurrent writer.
 """
 
 from __future__ import annotations

@@ -183,3 +183,19 @@ def test_overwrite_on_s3_refuses_another_dataset_and_leaves_no_orphans(bucket):
     keys = {o["Key"][len("overwrite/"):] for o in listed if not o["Key"].endswith("/")}  # SeaweedFS lists folders
     assert keys == {f["path"] for f in m["files"]} | {"manifest.json"}
     assert prepare("digits2v", None, uri, rows_per_file=2000, seed=2, settings=bucket)["seed"] == 2  # same: allowed
+
+
+def test_stale_shards_of_a_killed_prepare_on_s3_are_removed_by_the_next(bucket):
+    """A prepare killed before its manifest leaves shards no manifest lists; the next prepare into that prefix
+    (another --rows-per-file) deletes them, and only them: objects not of its naming stay."""
+    from cmmd_dist.storage import delete_file, s3_client, write_bytes
+
+    uri = f"s3://{BUCKET}/stale"
+    prepare("digits2v", None, uri, rows_per_file=100, settings=bucket)  # 12 + 3 + 3 shards
+    delete_file(f"{uri}/manifest.json", bucket)  # as if killed before its manifest
+    write_bytes(f"{uri}/notes.txt", b"mine", bucket)
+    write_bytes(f"{uri}/other/part-00000.parquet", b"someone else's", bucket)
+    m = prepare("digits2v", None, uri, rows_per_file=2000, settings=bucket)
+    listed = s3_client(bucket).list_objects_v2(Bucket=BUCKET, Prefix="stale/")["Contents"]
+    keys = {o["Key"][len("stale/"):] for o in listed if not o["Key"].endswith("/")}
+    assert keys == {f["path"] for f in m["files"]} | {"manifest.json", "notes.txt", "other/part-00000.parquet"}
