@@ -68,7 +68,12 @@ def train_overrides(args: argparse.Namespace) -> dict:
     if args.out:
         o["output_dir"] = args.out
     if getattr(args, "data", None):  # a prepared dataset, never a source: no manifest there is an error
-        o["data"]["prepared"] = args.data
+        from cmmd_dist.storage import is_s3_uri
+        from cmmd_dist.url_credentials import refuse_userinfo
+
+        refuse_userinfo(args.data, "--data")
+        # absolute on the driver: Ray Train workers on a cluster would read a relative one from the raylet's folder
+        o["data"]["prepared"] = args.data if is_s3_uri(args.data) else str(Path(args.data).resolve())
         if not args.dataset:  # named by its manifest (the packaged config would say digits2v); no manifest: an error
             from cmmd_dist.config import DataConfig
             from cmmd_dist.datasets.registry import dataset_name

@@ -7,15 +7,29 @@ Cross-field checks live in one validator per model.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["DataConfig", "ModelConfig", "LossConfig", "TrainConfig", "DistributedConfig", "RunConfig", "SweepConfig",
            "load_run_config"]
 
 LikelihoodName = Literal["gaussian", "bernoulli", "categorical"]
+
+
+def _plain_name(name: str | None) -> str | None:
+    """A sweep's or run's name, which is its folder under the storage: the dataset-name rule
+    (``datasets.spec.DATASET_NAME``), so that it never leaves the storage ('../x', '/x', 'a/b')."""
+    from cmmd_dist.datasets.spec import DATASET_NAME
+
+    if name is not None and not DATASET_NAME.match(name):
+        raise ValueError(f"{name!r} is not a plain name: letters, digits, '.', '_' or '-' (at most 64), starting "
+                         "with a letter or digit (no '/', no '..')")
+    return name
+
+
+PlainName = Annotated[str | None, AfterValidator(_plain_name)]
 
 
 class _Strict(BaseModel):
@@ -154,7 +168,8 @@ class DistributedConfig(_Strict):
     storage: str | None = Field(None, description="checkpoint/run storage: local folder or s3://bucket/prefix; None: <output_dir>/ray")
     max_failures: int = Field(2, ge=-1, description="worker-group restarts from the latest checkpoint (-1: unlimited)")
     keep_checkpoints: int | None = Field(2, ge=1, description="newest checkpoints kept in storage; None keeps all")
-    name: str | None = Field(None, description="Ray Train run name; None: <dataset>-<timestamp>")
+    name: PlainName = Field(None, description="Ray Train run name (a plain name, its folder under storage); "
+                            "None: <dataset>-<timestamp>")
 
 
 class RunConfig(_Strict):
@@ -194,7 +209,8 @@ class SweepConfig(_Strict):
     reduction_factor: float | None = Field(None, gt=1, description="ASHA: keep the best 1/reduction_factor at each rung; None: the space's")
     asha: bool = Field(True, description="prune trials with ASHA (off: every trial runs to the end)")
     max_concurrent_trials: int | None = Field(None, ge=1, description="None: cluster CPUs / (workers x cpus per worker)")
-    name: str | None = Field(None, description="sweep name (its folder under storage); None: sweep-<dataset>[-<scenario>]")
+    name: PlainName = Field(None, description="sweep name (a plain name, its folder under storage); "
+                            "None: sweep-<dataset>[-<scenario>]")
     resume: bool = Field(False, description="continue an interrupted sweep of the same name from its storage")
     retrain: bool = Field(True, description="retrain the best configuration on train+val and test it once")
     output_dir: str = Field("runs", description="folder for the summary JSON and retrained model")

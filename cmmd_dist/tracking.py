@@ -33,8 +33,8 @@ import numpy as np
 
 from cmmd_dist.errors import UserError
 
-__all__ = ["TrackingError", "Tracker", "SweepRecorder", "resolve_tracking_uri", "registered_name", "ui_command", "pull",
-           "CHAMPION"]
+__all__ = ["TrackingError", "Tracker", "SweepRecorder", "resolve_tracking_uri", "take_credentials", "registered_name",
+           "ui_command", "pull", "CHAMPION"]
 
 CHAMPION = "champion"
 # MLflow 3's UI opens an experiment in its GenAI / traces view unless this tag says it is model training
@@ -56,8 +56,27 @@ class TrackingError(UserError, RuntimeError):
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """``uri`` (``--mlflow``), else MLFLOW_TRACKING_URI, else the embedded ``sqlite:///<cwd>/mlruns.db``."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlruns.db'}"
+    """``uri`` (``--mlflow``), else MLFLOW_TRACKING_URI, else the embedded ``sqlite:///<cwd>/mlruns.db``; a
+    user and password in it are moved to this process's environment (:func:`take_credentials`), so the URI
+    returned, which is stored and shown, carries none."""
+    return take_credentials(uri or os.environ.get("MLFLOW_TRACKING_URI")
+                            or f"sqlite:///{Path.cwd().resolve() / 'mlruns.db'}")
+
+
+def take_credentials(uri: str | None) -> str | None:
+    """``uri`` without user-info; its user and password become ``MLFLOW_TRACKING_USERNAME`` /
+    ``MLFLOW_TRACKING_PASSWORD`` of this process (where MLflow's client reads them at each request, as it
+    does ``~/.mlflow/credentials``). Never handed to Ray: only the driver talks to MLflow."""
+    from cmmd_dist.url_credentials import split_userinfo
+
+    if uri is None:
+        return None
+    stripped, user, password = split_userinfo(uri)
+    if user is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = user
+    if password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+    return stripped
 
 
 def ui_command(uri: str | None = None, port: int = 5000) -> str:

@@ -38,7 +38,8 @@ def storage_uri(run: RunConfig) -> str:
 def resume_settings(run_dir: str, overrides: dict) -> tuple[str, dict]:
     """(config URI, overrides) that continue the run whose folder is ``run_dir`` = ``<storage>/<name>``: its
     saved config, with ``distributed.storage`` and ``name`` pointing there (Ray Train then restores the
-    latest checkpoint of that run); the other ``overrides`` (e.g. more --epochs) apply on top."""
+    latest checkpoint of that run); the other ``overrides`` (e.g. more --epochs) apply on top, but no other
+    data: a --dataset, --data, --source or --limit that differs from the saved config is refused."""
     uri = str(run_dir).rstrip("/")
     if run_store.is_s3_uri(uri):
         base, _, name = uri.rpartition("/")
@@ -51,10 +52,31 @@ def resume_settings(run_dir: str, overrides: dict) -> tuple[str, dict]:
     if not run_store.exists(config):
         raise UserError(f"--resume {run_dir}: no run to resume there (no {RUN_CONFIG_FILE}); give the folder "
                         f"<storage>/<run name> that an interrupted run printed")
+    _check_same_data(run_dir, yaml.safe_load(run_store.read_bytes(config)) or {}, overrides.get("data") or {})
     dist_over = dict(overrides.get("distributed") or {})
     if dist_over.get("storage") not in (None, base):
         raise UserError(f"--resume {run_dir} names the storage already: drop --storage {dist_over['storage']}")
     return config, {**overrides, "distributed": {**dist_over, "storage": base, "name": name}}
+
+
+# what a run's checkpoints are bound to: the data it trains on (option: its config key under data)
+_DATA_OPTIONS = {"--dataset": "dataset", "--data": "prepared", "--source": "source", "--limit": "limit"}
+
+
+def _check_same_data(run_dir: str, saved: dict, data: dict) -> None:
+    """A resume trains on the run's own data: a --dataset, --data, --source or --limit that differs from the
+    saved config is refused, naming both (before Ray starts)."""
+    def normal(key: str, value):
+        if key in ("prepared", "source") and isinstance(value, str) and not run_store.is_s3_uri(value):
+            return str(Path(value).resolve())
+        return value
+
+    was = saved.get("data") or {}
+    for flag, key in _DATA_OPTIONS.items():
+        if key in data and normal(key, data[key]) != normal(key, was.get(key)):
+            shown = "none" if was.get(key) is None else was.get(key)
+            raise UserError(f"--resume {run_dir}: the run was started with {flag} {shown}, not {flag} {data[key]}: "
+                            f"leave {flag} out (a resume trains on its run's data) or start a new run")
 
 
 class RunFolder:

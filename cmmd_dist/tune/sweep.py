@@ -125,7 +125,9 @@ def plan_sweep(settings: SweepConfig) -> SweepPlan:
     """Every check a sweep can make before it starts (dataset, search space, preset, storage, resume or
     name clash), as one-line :class:`UserError`; nothing is written, no run is started."""
     from cmmd_dist.storage import check_bucket, is_s3_uri, resolve_without_keys
+    from cmmd_dist.tune.identity import check_resumed, resume_identity
 
+    settings = resume_identity(settings)  # a resume keeps its sweep's dataset, data, space, preset, tracking
     try:
         named = _prepared_name(settings.data) if settings.data else None
         if named and settings.dataset and settings.dataset != named:
@@ -151,7 +153,7 @@ def plan_sweep(settings: SweepConfig) -> SweepPlan:
         raise UserError(f"--resume: {plan.exp_path} holds no sweep to resume")
     if not settings.resume and settings.name and exists:
         raise UserError(f"sweep {plan.exp_path} exists: add --resume to continue it, or pick another --name")
-    return plan
+    return check_resumed(plan, plan_sweep) if settings.resume else plan
 
 
 def run_sweep(settings: SweepConfig, log=print) -> dict:
@@ -160,7 +162,13 @@ def run_sweep(settings: SweepConfig, log=print) -> dict:
     Checks come first (:func:`plan_sweep`), then the sweep's MLflow run; every way out ends that run:
     FINISHED with a registered champion, FAILED (an error, or no trial finished its CV: nothing is
     registered) or KILLED (Ctrl-C; the message says how to resume)."""
+    from cmmd_dist.tracking import take_credentials
+    from cmmd_dist.tune.identity import record_identity
+
+    # a user and password in --mlflow go to this process's environment: no URI stored or printed carries them
+    settings = settings.model_copy(update={"mlflow": take_credentials(settings.mlflow)})
     plan = plan_sweep(settings)
+    record_identity(plan, log)
     import ray
 
     from cmmd_dist.ray_env import keep_credentials_out_of_runtime_env
@@ -189,7 +197,9 @@ def run_sweep(settings: SweepConfig, log=print) -> dict:
 
 
 def resume_command(plan: SweepPlan) -> str:
-    s = plan.settings
+    from cmmd_dist.url_credentials import strip_userinfo
+
+    s = plan.settings.model_copy(update={"mlflow": strip_userinfo(plan.settings.mlflow)})
     parts = ["python -m cmmd_dist.tune", f"--dataset {plan.dataset}", f"--name {plan.name}", "--resume"]
     for flag, value in (("--data", s.data), ("--space", s.space), ("--scenario", s.scenario), ("--preset", s.preset),
                         ("--storage", s.storage), ("--mlflow", s.mlflow), ("--out", s.output_dir if s.output_dir != "runs" else None)):

@@ -2,6 +2,9 @@
 is searched for the access key and the secret (bucket objects, the Ray session's logs, the MLflow server's
 store and the sweep's local output).
 
+The sweep is given its MLflow server as ``http://user:password@host``: the password must not reach the bucket
+(``tuner.pkl`` pickles the tracking callback), the output or what the sweep prints (issue 23).
+
 Before ``cmmd_dist.storage.resolve_without_keys`` and ``cmmd_dist.ray_env``, ``tuner.pkl`` and the searcher
 state in the bucket held both keys (a pickled S3FileSystem built with them), and the Ray session's
 ``runtime_env_agent.log`` held them too (Ray Tune copies AWS_* into each trial's runtime env).
@@ -22,6 +25,7 @@ from cmmd_dist.tune import run_sweep
 pytestmark = pytest.mark.integration
 
 BUCKET = "cmmd-no-secrets"
+MLFLOW_PASSWORD = "mlflow-pw-in-the-url"
 
 
 def blobs_with(blob: bytes, needles: dict[str, bytes]) -> set[str]:
@@ -68,17 +72,27 @@ def scan_buckets(settings, needles: dict[str, bytes]) -> tuple[dict[str, int], d
     return counts, hits
 
 
-def test_a_sweep_on_s3_writes_no_credentials_anywhere(ray_session, s3_server, mlflow_server, tmp_path, monkeypatch):
+def test_a_sweep_on_s3_writes_no_credentials_anywhere(ray_session, s3_server, mlflow_server, tmp_path, monkeypatch,
+                                                       capfd):
     settings = s3_server.settings
-    needles = {"access key": settings.access_key.encode(), "secret": settings.secret_key.encode()}
+    needles = {"access key": settings.access_key.encode(), "secret": settings.secret_key.encode(),
+               "mlflow password": MLFLOW_PASSWORD.encode()}
     for key, value in s3_server.env().items():  # the driver reads the sweep storage with its own credentials
         monkeypatch.setenv(key, value)
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):  # set by the sweep; restored after the test
+        monkeypatch.setenv(key, "placeholder")
     create_bucket(BUCKET, settings)
     out = tmp_path / "out"
+    # credentials in --mlflow (the test server has no auth app: it ignores them, the sweep must not keep them)
+    mlflow = mlflow_server.uri.replace("http://", f"http://cmmd-user:{MLFLOW_PASSWORD}@")
+    lines: list[str] = []
     summary = run_sweep(SweepConfig(dataset="digits2v", preset="smoke", num_trials=2, seed=0, name="no-secrets",
-                                    storage=f"s3://{BUCKET}/sweeps", output_dir=str(out), mlflow=mlflow_server.uri),
-                        log=lambda *_: None)
+                                    storage=f"s3://{BUCKET}/sweeps", output_dir=str(out), mlflow=mlflow),
+                        log=lambda *a: lines.append(" ".join(map(str, a))))
     assert len(summary["trials"]) == 2 and summary["model_uri"].startswith("models:")
+    printed = "\n".join(lines) + "".join(capfd.readouterr())
+    assert "browse the sweep: open " + mlflow_server.uri in printed
+    assert MLFLOW_PASSWORD not in printed
 
     counts, hits = scan_buckets(settings, needles)
     # the scan saw what the sweep wrote: Tune's state, the trials' Ray Train runs, MLflow's artifacts
