@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 
 from cmmd_dist.datasets.converters import CONVERTER_SPECS, CONVERTERS, hash_inputs
-from cmmd_dist.datasets.shards import DEFAULT_ROWS_PER_FILE, check_replaceable, write_bundle, write_stream
+from cmmd_dist.datasets.shards import (DEFAULT_ROWS_PER_FILE, check_out_folders, check_replaceable, write_bundle,
+                                       write_stream)
 from cmmd_dist.datasets.spec import DATASET_NAME, DatasetSpec
 from cmmd_dist.errors import UserError
 from cmmd_dist.storage import S3Settings, check_bucket
@@ -61,6 +62,7 @@ def prepare(
     # refuse a different dataset before the conversion (minutes for a big one); the source hash is known after it
     check_bucket(out_uri, settings)
     check_replaceable(out_uri, {"name": name, "seed": seed, "limit": limit}, overwrite, settings)
+    check_out_folders(out_uri, ("train", "val", "test"))  # a split folder linked outside --out: before the conversion
     converted = CONVERTERS[dataset](source, seed, limit)
     source_hash = hash_inputs(converted.inputs, converted.source_note)
     extra = {"seed": seed, "limit": limit, "source_files": sorted(p.name for p in converted.inputs)}

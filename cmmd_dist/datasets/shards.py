@@ -84,6 +84,7 @@ __all__ = [
     "write_stream",
     "dataset_identity",
     "check_replaceable",
+    "check_out_folders",
     "read_split",
     "load_prepared",
     "read_file_table",
@@ -125,6 +126,8 @@ def spec_from_dict(d: dict, where: str = "manifest") -> DatasetSpec:
         )
     except (KeyError, TypeError) as err:
         raise StorageError(f"{where}: column 'spec' is incomplete: missing or malformed {err}") from err
+    except ValueError as err:  # the spec's own checks: an unknown likelihood or label kind
+        raise StorageError(f"{where}: column 'spec': {one_line(err)}") from err
 
 
 def arrow_schema(spec: DatasetSpec) -> pa.Schema:
@@ -262,13 +265,18 @@ def _listed(out_uri: str, folder: str, settings: S3Settings | None) -> list[str]
     return sorted(posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.File)
 
 
+def check_out_folders(out_uri: str, splits: Iterable[str]) -> None:
+    """Refuse an ``out_uri`` whose split folders (or manifest) resolve outside it, before anything is written."""
+    for name in (*splits, MANIFEST_NAMES[0]):
+        confined(out_uri, name, f"{join_uri(out_uri, name)} (where data prepare writes)", inside="--out")
+
+
 def _doomed_files(out_uri: str, old: dict | None, splits: Iterable[str], settings: S3Settings | None) -> list[str]:
     """Every file a writer into ``out_uri`` is to delete, each proven its own (``storage.own_file``) before
     any is deleted: the files ``old`` (the manifest replaced) lists, then the stale ones of its naming that
     no manifest lists, in the split folders written now or listed by ``old``. The split folders to be
     written must resolve inside ``out_uri`` (a link that leaves is refused before anything is touched)."""
-    for name in (*splits, MANIFEST_NAMES[0]):
-        confined(out_uri, name, f"{join_uri(out_uri, name)} (where data prepare writes)", inside="--out")
+    check_out_folders(out_uri, splits)
     listed = check_manifest_files(old, root=out_uri) if old and "files" in old else []
     rels = [e["path"] for e in listed]
     folders = dict.fromkeys([*splits, *(posixpath.dirname(p) for p in rels if "/" in p)])
@@ -429,9 +437,34 @@ def write_bundle(
 
 
 def manifest_spec(manifest: dict) -> DatasetSpec:
+    """The spec of a manifest whose row counts are consistent (:func:`check_manifest_rows`)."""
     if "spec" not in manifest:
         raise StorageError(f"{manifest.get('_uri', 'manifest')}: column 'spec' is missing")
-    return spec_from_dict(manifest["spec"], manifest.get("_uri", "manifest"))
+    spec = spec_from_dict(manifest["spec"], manifest.get("_uri", "manifest"))
+    check_manifest_rows(manifest)
+    return spec
+
+
+def check_manifest_rows(manifest: dict) -> None:
+    """From the manifest alone (no shard read): no file listed twice, train / val / test each with rows, and
+    each split's ``rows`` equal to the rows of its files; a StorageError naming the manifest otherwise."""
+    where = manifest.get("_uri", "manifest")
+    seen: set[str] = set()
+    per_split: dict[str, int] = {}
+    for entry in check_manifest_files(manifest):
+        if entry["path"] in seen:
+            raise StorageError(f"{where}: file {entry['path']} is listed twice (its rows would count double)")
+        seen.add(entry["path"])
+        if isinstance(entry.get("rows"), int):
+            per_split[entry["split"]] = per_split.get(entry["split"], 0) + entry["rows"]
+    rows = manifest.get("rows")
+    if isinstance(rows, dict):
+        for split, n in rows.items():
+            if split in per_split and n != per_split[split]:
+                raise StorageError(f"{where}: 'rows' says split {split!r} has {n} rows, its files have {per_split[split]}")
+    for split in ("train", "val", "test"):
+        if per_split.get(split, 1) == 0 or (isinstance(rows, dict) and rows.get(split, 1) == 0):
+            raise StorageError(f"{where}: split {split!r} has no rows")
 
 
 def _files_of(manifest: dict, split: str, root: str) -> list[dict]:
@@ -463,13 +496,20 @@ def read_split(root: str, split: str, manifest: dict | None = None, verify: bool
     manifest = manifest or read_manifest(root, settings)
     spec = manifest_spec(manifest)
     parts = []
+    ids = []
     for entry in _files_of(manifest, split, root):
         uri = join_uri(root, entry["path"])
-        part = table_to_split(spec, read_file_table(root, entry, verify, settings), uri)
+        table = read_file_table(root, entry, verify, settings)
+        part = table_to_split(spec, table, uri)
         check_split(spec, part, uri, unlabeled=split not in ("train", "val", "test"))
         parts.append(part)
+        ids.append(table.column("row").to_numpy())
     if not parts:
         raise StorageError(f"{manifest.get('_uri', root)}: no files for split {split!r}")
+    unique, counts = np.unique(np.concatenate(ids), return_counts=True)
+    if (counts > 1).any():  # folds are a function of the row id: each id must name one row
+        raise StorageError(f"{manifest.get('_uri', root)}: split {split!r}: row id {int(unique[counts > 1][0])} "
+                           f"is used by {int(counts[counts > 1][0])} rows (column 'row' must be unique)")
     return Split(
         arrays={k: np.concatenate([p.arrays[k] for p in parts]) for k in parts[0].arrays},
         labels=np.concatenate([p.labels for p in parts]),
