@@ -32,6 +32,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from cmmd_dist.errors import UserError
+from cmmd_dist.storage_retry import RetryingS3FileSystem, arrow_attempts, boto_attempts, retry_seconds
 
 __all__ = [
     "FORMAT_VERSION",
@@ -63,9 +64,8 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-# an unreachable endpoint fails in seconds (the SDKs' defaults retry for minutes); transfers keep no limit
+# a connection attempt gives up after 5 s; S3 calls retry for CMMD_S3_RETRY_S (cmmd_dist.storage_retry)
 S3_CONNECT_TIMEOUT_S = 5
-S3_MAX_ATTEMPTS = 2
 # the writer produces manifest.json; a hand-written YAML manifest of someone else's shards is also read
 MANIFEST_NAMES = ("manifest.json", "manifest.yaml", "manifest.yml")
 
@@ -83,6 +83,7 @@ class S3Settings:
     session_token: str | None = None
     endpoint_url: str | None = None
     region: str | None = None
+    retry_s: float | None = None  # how long each S3 call keeps retrying; None: CMMD_S3_RETRY_S, else 90 s
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "S3Settings":
@@ -100,16 +101,21 @@ class S3Settings:
         built or unpickled (AWS environment variables, ``~/.aws``, instance profile: the AWS SDK's default chain)."""
         return replace(self, access_key=None, secret_key=None, session_token=None)
 
+    def retry_seconds(self) -> float:
+        return retry_seconds() if self.retry_s is None else self.retry_s
+
     def filesystem(self) -> pafs.S3FileSystem:
+        """A pyarrow S3FileSystem whose calls retry for :meth:`retry_seconds` (a server restart), also in the copies
+        Ray pickles into its controller and workers."""
         kwargs: dict[str, Any] = {"region": self.region or "us-east-1", "connect_timeout": S3_CONNECT_TIMEOUT_S,
-                                  "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=S3_MAX_ATTEMPTS)}
+                                  "retry_attempts": arrow_attempts(self.retry_seconds())}
         if self.access_key is not None:
             kwargs.update(access_key=self.access_key, secret_key=self.secret_key, session_token=self.session_token)
         if self.endpoint_url:
             kwargs["endpoint_override"] = self.endpoint_url
             if self.endpoint_url.startswith("http://"):
                 kwargs["scheme"] = "http"
-        return pafs.S3FileSystem(**kwargs)
+        return RetryingS3FileSystem(**kwargs)
 
 
 def is_s3_uri(uri: str) -> bool:
@@ -387,9 +393,10 @@ def s3_client(settings: S3Settings | None = None):
     from botocore.config import Config
 
     s = settings or S3Settings.from_env()
+    retries = {"total_max_attempts": boto_attempts(s.retry_seconds()), "mode": "standard"}
     return boto3.client(
         "s3",
-        config=Config(connect_timeout=S3_CONNECT_TIMEOUT_S, retries={"total_max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"}),
+        config=Config(connect_timeout=S3_CONNECT_TIMEOUT_S, retries=retries),
         endpoint_url=s.endpoint_url,
         region_name=s.region,
         aws_access_key_id=s.access_key,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -21,12 +22,14 @@ import yaml
 from cmmd_dist import storage as run_store  # the run folder's own files (config, Ray's snapshot); driver side
 from cmmd_dist.config import RunConfig
 from cmmd_dist.errors import Interrupted, UserError
-from cmmd_dist.storage import S3Settings
+from cmmd_dist.storage import S3Settings, StorageError
+from cmmd_dist.train.storage_outage import storage_cause
 
 __all__ = ["RunFolder", "resume_settings", "storage_uri", "RUN_CONFIG_FILE", "USER_ERROR_KEY"]
 
 RUN_CONFIG_FILE = "cmmd_run.yaml"  # in <storage>/<name>: what `train --resume` reads back
 USER_ERROR_KEY = "cmmd_user_error"  # a worker's return value that carries a UserError to the driver
+BRIEF_RETRY_S = 3.0  # how long a failed run's last look at its storage may retry (it may still be down)
 
 
 def storage_uri(run: RunConfig) -> str:
@@ -103,21 +106,27 @@ class RunFolder:
         except BaseException as err:
             if interrupted.is_set() or isinstance(err, KeyboardInterrupt):
                 raise Interrupted(self._interrupted()) from err
+            cause = storage_cause(err)
+            if cause is not None:  # the storage may still be down: look at it briefly, then say how to go on
+                raise StorageError(self._storage_failed(cause)) from err
             raise
         finally:
             if main_thread:  # Ray leaves its handler behind, bound to the finished run's controller
                 signal.signal(signal.SIGINT, before)
         value = result.return_value
         if isinstance(value, dict) and USER_ERROR_KEY in value:
+            if storage_cause(value[USER_ERROR_KEY]) is not None:  # an outage while loading: no user error
+                raise StorageError(self._storage_failed(storage_cause(value[USER_ERROR_KEY])))
             self._discard_if_fresh()
             raise UserError(value[USER_ERROR_KEY])
         return result
 
-    def latest_checkpoint(self) -> tuple[int, str] | None:
-        """(epoch, URI) of the checkpoint Ray Train resumes from: the newest in its snapshot."""
+    def latest_checkpoint(self, s3: S3Settings | None = None) -> tuple[int, str] | None:
+        """(epoch, URI) of the checkpoint Ray Train resumes from: the newest in its snapshot (read with ``s3``, else
+        the run's settings)."""
         snapshot = run_store.join_uri(self.uri, "checkpoint_manager_snapshot.json")
         try:
-            state = json.loads(run_store.read_bytes(snapshot, self.s3))
+            state = json.loads(run_store.read_bytes(snapshot, s3 or self.s3))
         except (UserError, ValueError):
             return None
         latest = state.get("latest_checkpoint_result") or {}
@@ -133,6 +142,16 @@ class RunFolder:
             return "stopped before the first epoch checkpoint: nothing to resume"
         epoch, uri = latest
         return f"checkpoint of epoch {epoch} at {uri}; resume with: cmmd-dist train --resume {self.uri}"
+
+    def _briefly(self) -> S3Settings:
+        return replace(self.s3 or S3Settings.from_env(), retry_s=BRIEF_RETRY_S)
+
+    def _storage_failed(self, cause: str) -> str:
+        """One line: the storage, what failed, the latest checkpoint (if it can be read now) and the resume command."""
+        latest = self.latest_checkpoint(self._briefly())
+        where = f"checkpoint of epoch {latest[0]} at {latest[1]}" if latest else "latest checkpoint unknown (storage unreadable)"
+        return (f"{self.uri}: the run stopped on a storage error ({cause}); {where}; once the storage answers, "
+                f"resume with: cmmd-dist train --resume {self.uri}")
 
     def _discard_if_fresh(self) -> None:
         if not self.fresh:

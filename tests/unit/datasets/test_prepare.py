@@ -224,6 +224,7 @@ def test_unreachable_s3_endpoint_is_one_line_in_seconds(tmp_path, capsys, monkey
                  "AWS_REGION": "us-east-1"}.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.setenv("CMMD_S3_RETRY_S", "2")  # S3 calls ride out a restart for 90 s by default (storage_retry)
     t0 = time.time()
     assert main(["data", "prepare", "--dataset", "digits2v", "--out", "s3://bucket/ds"]) == 2
     err = capsys.readouterr().err
