@@ -235,6 +235,17 @@ class Tracker:
         self.log_params(run_id, _flatten(params))
         return run_id
 
+    def last_step(self, run_id: str) -> int:
+        """The highest step of any metric the run holds (0 for none)."""
+        metrics = self.client.get_run(run_id).data.metrics
+        return max((m.step for key in metrics for m in self.client.get_metric_history(run_id, key)), default=0)
+
+    def open_runs(self, parent_run_id: str, kind: str = "trial") -> list:
+        """The child runs of ``kind`` under the parent that are still RUNNING."""
+        exp = self.client.get_run(parent_run_id).info.experiment_id
+        return self.client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and "
+                                       f"tags.kind = '{kind}' and attributes.status = 'RUNNING'", max_results=10000)
+
     def retrain_run(self, parent_run_id: str, params: dict) -> str:
         """The child run of the final retrain on train+val (reused on resume like a trial)."""
         return self.trial_run(parent_run_id, "retrain", params, kind="retrain")
@@ -379,6 +390,7 @@ class SweepRecorder:
         self.dataset, self.scenario = dataset, scenario
         self.parent = self.tracker.start_sweep(dataset, scenario, search_space, tags, sweep_id)
         self.runs: dict[str, str] = {}
+        self.steps: dict[str, int] = {}  # run id -> the last epoch it holds
         self.retry_s = retry_s
         self.lost = 0
         self._pending: deque[Callable[[], None]] = deque()
@@ -388,18 +400,25 @@ class SweepRecorder:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_pending": deque(), "_retry_at": 0.0}
 
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({"steps": {}, **state})  # a recorder pickled before ``steps`` existed
+
     def trial_started(self, trial_id: str, config: dict) -> None:
         self._queue(lambda: self._start(trial_id, config))
 
     def trial_result(self, trial_id: str, result: dict, config: dict | None = None) -> None:
-        """One report: step = ``result["epoch"]`` (else Tune's ``training_iteration``)."""
+        """One report: step = ``result["epoch"]`` (else Tune's ``training_iteration``). An epoch the trial's run
+        holds already is not logged again (a trial restarted from a checkpoint older than its last report)."""
         epoch = result.get("epoch", result.get("training_iteration", 0))
         metrics = {k: v for k, v in result.items() if k not in _RESULT_SKIP}
         config = config or result.get("config") or {}
 
         def write() -> None:
             run = self.runs.get(trial_id) or self._start(trial_id, config)
+            if epoch <= self.steps.get(run, 0):
+                return
             self.tracker.log_epoch(run, epoch, metrics)
+            self.steps[run] = int(epoch)
 
         self._queue(write)
 
@@ -411,9 +430,20 @@ class SweepRecorder:
 
         self._queue(write)
 
+    def end_lost_trials(self, status: str = "KILLED") -> None:
+        """End the sweep's trial runs left RUNNING that this recorder does not hold open: trials of a driver that
+        was killed before Tune saved them (a resumed sweep runs their configurations again as new trials)."""
+        def write() -> None:
+            for run in self.tracker.open_runs(self.parent, kind="trial"):
+                if run.info.run_id not in self.runs.values():
+                    self.tracker.end_run(run.info.run_id, status)
+
+        self._queue(write)
+
     def _start(self, trial_id: str, config: dict) -> str:
-        self.runs[trial_id] = self.tracker.trial_run(self.parent, trial_id, config)
-        return self.runs[trial_id]
+        self.runs[trial_id] = run = self.tracker.trial_run(self.parent, trial_id, config)
+        self.steps[run] = self.tracker.last_step(run)
+        return run
 
     # -- the write queue ---------------------------------------------------------------------------
     def _queue(self, write: Callable[[], None]) -> None:

@@ -35,7 +35,8 @@ import torch
 from cmmd_dist.errors import UserError
 from cmmd_dist.train.optim import load_optimizer_state
 
-__all__ = ["ResumeState", "STAGES", "rng_state", "restore_rng", "save_checkpoint", "load_checkpoint", "load_file", "STATE_FILE"]
+__all__ = ["ResumeState", "STAGES", "rng_state", "restore_rng", "save_checkpoint", "load_checkpoint", "load_file", "plain_row",
+           "STATE_FILE"]
 
 STATE_FILE = "state.pt"
 STAGES = ("pretrain", "supervised")
@@ -104,13 +105,13 @@ def save_checkpoint(folder: str | Path, rank: int, core: torch.nn.Module, optimi
     if rank == 0:
         torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(), "epoch": resume.epoch,
                     "stage": resume.stage, "stage_epoch": resume.stage_epoch,
-                    "history": [_plain(row) for row in resume.history], "best_metric": float(resume.best_metric),
+                    "history": [plain_row(row) for row in resume.history], "best_metric": float(resume.best_metric),
                     "best_epoch": int(resume.best_epoch), "best_model": resume.best_state},
                    folder / STATE_FILE)
     return folder
 
 
-def _plain(row: dict) -> dict:
+def plain_row(row: dict) -> dict:
     """A history row with numpy scalars as Python numbers (``weights_only`` refuses numpy objects)."""
     return {k: v.item() if isinstance(v, np.generic) else v for k, v in row.items()}
 

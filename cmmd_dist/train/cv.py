@@ -39,18 +39,20 @@ from cmmd_dist.config import RunConfig
 from cmmd_dist.datasets.registry import load_bundle
 from cmmd_dist.datasets.spec import DatasetSpec, Split
 from cmmd_dist.datasets.shards import manifest_spec
+from cmmd_dist.errors import UserError
 from cmmd_dist.folds import (DEV_SPLITS, assign_folds, development_ids, development_split, fold_keep, fold_positions,
                              prepared_fold_ids, row_ids)
 from cmmd_dist.tune.search_space import Folds
 from cmmd_dist.train.batches import RowView, SplitTensors
 from cmmd_dist.train.build import build_model, loss_weights
+from cmmd_dist.train.checkpoint import restore_rng, rng_state
 from cmmd_dist.train.loop import train_epoch
-from cmmd_dist.train.optim import make_optimizer
+from cmmd_dist.train.optim import load_optimizer_state, make_optimizer
 from cmmd_dist.train.sources import EVAL_CHUNK, StreamedRows, evaluate_rows, stage_batches, stream_of, streams
 from cmmd_dist.train.ranks import TERMS, group_mean, reseed_rank
 from cmmd_dist.train.single import seed_everything
 
-__all__ = ["FoldRows", "FoldState", "fold_rows", "build_folds", "cv_epoch", "STAGES"]
+__all__ = ["FoldRows", "FoldState", "fold_rows", "build_folds", "cv_epoch", "folds_state", "load_folds_state", "STAGES"]
 
 STAGES = ("pretrain", "supervised")
 
@@ -150,6 +152,26 @@ def build_folds(run: RunConfig, folds: Folds, rank: int, world: int,
     states = [FoldState(run, spec, r, f, rank, device) for f, r in enumerate(rows)]
     reseed_rank(run.train.seed, rank)
     return states, spec
+
+
+def folds_state(states: list[FoldState]) -> dict:
+    """What a trial needs to continue its folds as if never stopped: every fold model's weights, optimiser state
+    and shuffle generator, and this process's RNG states (``checkpoint.rng_state``: dropout and reparameterisation
+    noise). Tensors and plain values only: ``checkpoint.load_file`` reads it back with ``weights_only=True``."""
+    return {"folds": [{"model": s.core.state_dict(), "optimizer": s.optimizer.state_dict(), "shuffle": s.gen.get_state()}
+                      for s in states],
+            "rng": rng_state(states[0].gen)}
+
+
+def load_folds_state(states: list[FoldState], saved: dict) -> None:
+    """Restore :func:`folds_state` in place (fold models and optimisers on their own device)."""
+    if len(saved["folds"]) != len(states):
+        raise UserError(f"trial checkpoint holds {len(saved['folds'])} fold models, the trial has {len(states)} folds")
+    restore_rng(saved["rng"], states[0].gen)
+    for s, fold in zip(states, saved["folds"]):
+        s.core.load_state_dict(fold["model"])
+        load_optimizer_state(s.optimizer, fold["optimizer"])
+        s.gen.set_state(fold["shuffle"])
 
 
 class _Tap:

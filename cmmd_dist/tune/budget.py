@@ -19,9 +19,9 @@ Resume (``--resume``): Tune restores the sweep's ``RunConfig`` from its ``tuner.
 the sweep started with (a ``--max-trial-epochs`` given with ``--resume`` is not read) and its count starts from
 the epochs the restored trials had run: Tune hands no result to a stopper on restore, so the callback reads
 every trial's last result at each step (:meth:`TrialEpochBudget.on_step_begin`). A restored unfinished trial
-restarts from its first epoch (trials keep no checkpoint): its count stays at its highest epoch, so its rerun
-epochs are only counted beyond that. A sweep resumed with its budget spent stops at once and goes on to the
-retrain.
+continues after its latest checkpoint (``tune.trial.TrialCheckpoints``), which may be older than its last report:
+its count stays at its highest epoch, so epochs it runs again are only counted beyond that. A sweep resumed
+with its budget spent stops at once and goes on to the retrain.
 """
 
 from __future__ import annotations

@@ -225,6 +225,8 @@ def _search_and_register(plan: SweepPlan, recorder, log) -> dict:
     num_trials = settings.num_trials or space.num_trials
     # save the experiment state often, so that a killed driver's finished trials are known as finished
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    # those saves forced by trial checkpoints (below) are expected: no warning for each
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     cluster_cpus = ray.cluster_resources().get("CPU", 1)
     concurrent = settings.max_concurrent_trials or max(1, int(cluster_cpus // workers))
     verdicts = f"cmmd-verdicts-{name}" if settings.asha and workers > 1 else None  # workarounds.CooperativeASHA
@@ -265,7 +267,11 @@ def _search_and_register(plan: SweepPlan, recorder, log) -> dict:
                 reuse_actors=workers == 1,  # a 1-worker trial's process (torch imported) serves the next trial
             ),
             run_config=tune.RunConfig(name=name, storage_path=root, storage_filesystem=fs, verbose=1, stop=budget,
-                                      callbacks=[trials_cb] + ([budget] if budget else [])),
+                                      callbacks=[trials_cb] + ([budget] if budget else []),
+                                      # a 1-worker trial's epoch checkpoints (trial.py): Tune keeps the newest two,
+                                      # and saves its state each time a trial has written two, so that the
+                                      # checkpoint the saved state names is still there
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
         )
     grid_result = tuner.fit()
     del verdicts_actor

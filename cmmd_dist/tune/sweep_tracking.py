@@ -3,7 +3,8 @@ and the final report (figures, summary, registered champion) after the retrain.
 The sweep driver points the best-trial gauge at the sweep's figure (``best_cv_metric``), the one trials are ranked by.
 
 Only the driver writes to MLflow: one parent run per sweep, one nested run per trial (a resumed or
-restarted trial continues its own run), and a retrain run holding the test figures and the model.
+restarted trial continues its own run, each epoch logged once), and a retrain run holding the test figures and
+the model. At the end of the search, trial runs left RUNNING by a killed driver end KILLED.
 The same callback sets the sweep's Ray metrics (``train.metrics.SweepGauges``: trials per state, best CV
 metric) for the dashboards.
 """
@@ -47,6 +48,10 @@ class MlflowTrials(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self.recorder.trial_finished(trial.trial_id, "FAILED")
         self._count(trials, trial, "errored")
+
+    def on_experiment_end(self, trials, **info):
+        """Trial runs a killed driver left RUNNING, of trials the resumed sweep does not hold, end KILLED."""
+        self.recorder.end_lost_trials()
 
     def _gauges_for(self, trial) -> SweepGauges:
         if self._gauges is None:

@@ -10,47 +10,102 @@ Every report carries ``stage``, ``epoch`` and the fold-mean figures of ``cmmd_di
 ``best_cv_metric`` (the best fold-mean CV metric so far: the figure the searcher, ASHA and the final selection
 use; NaN in pretraining reports, which no one judges), ``best_epoch`` and ``cv_completed`` (1 only on the report
 that ends the trial by itself: last epoch, or patience ran out).
+
+A 1-worker trial reports every epoch with a Tune checkpoint (:class:`TrialCheckpoints`: every fold model, optimiser,
+shuffle generator and RNG state, and the reported row, which holds the early-stopping state); restarted (a
+resumed sweep, a retried failure), it continues after the epoch of the latest checkpoint Tune holds, so its
+epochs are never reported twice. Multi-worker trials are Ray Train runs and restart from their first epoch.
 """
 
 from __future__ import annotations
 
+import functools
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from cmmd_dist.config import RunConfig
 from cmmd_dist.tune.search_space import Folds, apply_params
 
-__all__ = ["trial_fn", "cv_loop", "cv_worker"]
+__all__ = ["trial_fn", "cv_loop", "cv_worker", "TrialCheckpoints"]
+
+
+class TrialCheckpoints:
+    """A 1-worker trial's epoch checkpoints, through Tune: each report carries one file (``FILE``: the folds'
+    state, ``cv.folds_state``, and the row reported), written to a temporary folder that ``ray.tune.report`` copies
+    to the trial's storage; the latest Tune holds (``ray.tune.get_checkpoint``) is read with ``weights_only=True``.
+    ``report`` and ``latest`` default to Tune's own."""
+
+    FILE = "trial.pt"
+
+    def __init__(self, report: Callable | None = None, latest: Callable | None = None):
+        if report is None or latest is None:
+            import ray.tune
+
+            report, latest = report or ray.tune.report, latest or ray.tune.get_checkpoint
+        self._report, self._latest = report, latest
+
+    def restore(self, states) -> dict:
+        """Load the latest checkpoint into ``states``; returns the row reported with it ({}: none, a fresh trial)."""
+        from cmmd_dist.train.checkpoint import load_file
+        from cmmd_dist.train.cv import load_folds_state
+
+        found = self._latest()
+        if found is None:
+            return {}
+        with found.as_directory() as folder:
+            saved = load_file(Path(folder) / self.FILE)
+        load_folds_state(states, saved)
+        return saved["row"]
+
+    def report(self, row: dict, states) -> None:
+        import ray.tune
+
+        from cmmd_dist.train.checkpoint import plain_row
+        from cmmd_dist.train.cv import folds_state
+
+        with tempfile.TemporaryDirectory(prefix="cmmd-trial-") as folder:
+            torch.save({**folds_state(states), "row": plain_row(row)}, Path(folder) / self.FILE)
+            self._report(row, checkpoint=ray.tune.Checkpoint.from_directory(folder))
 
 
 def cv_loop(run: RunConfig, folds: Folds, rank: int, world: int, device, report: Callable[[dict], None],
-            stop: Callable[[int], bool] | None = None, observe=None, prepare=None) -> None:
+            stop: Callable[[int], bool] | None = None, observe=None, prepare=None,
+            keep: TrialCheckpoints | None = None) -> None:
     """The trial's epochs on this rank: pretraining (if any), then supervised CV until the last epoch, patience,
-    or ``stop(epoch)`` (asked after each supervised report that did not end the trial)."""
+    or ``stop(epoch)`` (asked after each supervised report that did not end the trial). With ``keep`` (1 worker)
+    the folds start from the trial's latest checkpoint, and every report carries a new one (``report`` unused)."""
     from cmmd_dist.train.cv import build_folds, cv_epoch
     from cmmd_dist.train.gather import gather_for
     from cmmd_dist.train.optim import make_optimizer
     from cmmd_dist.train.ranks import autocast_for
 
     states, _ = build_folds(run, folds, rank, world, device)
+    last = keep.restore(states) if keep is not None else {}  # the row reported with the checkpoint restored
+    if last.get("cv_completed"):
+        return
+    if keep is not None:
+        report = functools.partial(keep.report, states=states)
     if prepare is not None:
         for s in states:
             s.model = prepare(s.core)
     gather = gather_for(run.loss.mmd_scope)
     autocast = autocast_for(torch.device(device), run.distributed.bf16)
-    epoch = 0
-    for pre in range(1, run.train.pretrain_epochs + 1):
-        epoch += 1
+    pretrain, done = run.train.pretrain_epochs, last.get("epoch", 0)  # epochs done, both stages
+    for epoch in range(done + 1, pretrain + 1):
         row = cv_epoch(run, states, world, gather, rank, "pretrain", autocast, observe, epoch)
-        row.update(stage="pretrain", epoch=epoch, pretrain_epoch=pre, best_cv_metric=float("nan"), cv_completed=0)
+        row.update(stage="pretrain", epoch=epoch, pretrain_epoch=epoch, best_cv_metric=float("nan"), cv_completed=0)
         report(row)
-    if run.train.pretrain_epochs:
+    if pretrain and done <= pretrain:
         for s in states:  # the supervised stage starts its own Adam moments, as the single process does
             s.optimizer = make_optimizer(s.core.parameters(), run.train)
     best, best_epoch, best_rmse = float("inf"), 0, float("nan")
-    for sup in range(1, run.train.epochs + 1):
-        epoch += 1
+    if last.get("stage") == "supervised":  # the early-stopping state of the restored epoch
+        best, best_epoch, best_rmse = last["best_cv_metric"], last["best_epoch"], last["best_cv_rmse"]
+    for sup in range(max(done - pretrain, 0) + 1, run.train.epochs + 1):
+        epoch = pretrain + sup
         row = cv_epoch(run, states, world, gather, rank, "supervised", autocast, observe, epoch)
         if row["cv_metric"] < best:  # the CV metric is lower-is-better (SearchSpace.mode)
             best, best_epoch, best_rmse = row["cv_metric"], sup, row["cv_rmse"]
@@ -92,7 +147,7 @@ def trial_fn(config: dict, base: dict, folds: Folds, workers: int, use_gpu: bool
     if workers == 1:
         torch.set_num_threads(run.train.threads or run.distributed.cpus_per_worker)
         device = torch.device("cuda" if use_gpu else "cpu")
-        cv_loop(run, folds, 0, 1, device, ray.tune.report)
+        cv_loop(run, folds, 0, 1, device, ray.tune.report, keep=TrialCheckpoints())
         return
     import ray.train
     from ray.train.torch import TorchTrainer

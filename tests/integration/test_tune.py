@@ -10,11 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cmmd_dist.config import SweepConfig
 from cmmd_dist.tune import run_sweep
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def trial_results(exp: Path) -> dict[str, list[dict]]:
@@ -26,17 +29,25 @@ def trial_results(exp: Path) -> dict[str, list[dict]]:
     return out
 
 
-def terminated_in_state(exp: Path) -> set[str]:
-    """Trial ids that Tune's newest saved experiment state records as TERMINATED (what a resume keeps)."""
+def saved_trials(exp: Path) -> dict[str, tuple[str, dict]]:
+    """Trial id -> (status, last result) in Tune's newest saved experiment state (what a resume starts from)."""
     states = sorted(exp.glob("experiment_state-*.json"))
     if not states:
-        return set()
+        return {}
     try:
         data = json.loads(states[-1].read_text())
-    except (json.JSONDecodeError, OSError):  # being rewritten right now
-        return set()
-    trials = [json.loads(entry[0]) for entry in data["trial_data"]]
-    return {t["trial_id"] for t in trials if t.get("status") == "TERMINATED"}
+        out = {}
+        for entry in data["trial_data"]:
+            trial, meta = json.loads(entry[0]), json.loads(entry[1])
+            out[trial["trial_id"]] = (trial.get("status"), meta.get("last_result") or {})
+        return out
+    except (json.JSONDecodeError, OSError, KeyError, IndexError):  # being rewritten right now
+        return {}
+
+
+def terminated_in_state(exp: Path) -> set[str]:
+    """Trial ids that Tune's newest saved experiment state records as TERMINATED (what a resume keeps)."""
+    return {t for t, (status, _) in saved_trials(exp).items() if status == "TERMINATED"}
 
 
 def test_smoke_sweep_reports_cv_prunes_and_retrains(ray_session, mlflow_server, tmp_path):
@@ -125,28 +136,41 @@ def assert_optuna_holds_every_trial_once(exp: Path, exact: set[str] | None = Non
 def test_killed_sweep_resumes_without_rerunning_trials(ray_session, tmp_path):
     address = ray_session.get_runtime_context().gcs_address
     env = {**os.environ, "RAY_ADDRESS": address}
-    # 1-worker trials (the CV in the Tune function itself), pruned by Tune's own ASHA; a trial takes about a second
-    # on a quiet machine and Tune saves its state every 2 s: enough trials that the kill lands mid-sweep
-    trials = 12
+    env.pop("MLFLOW_TRACKING_URI", None)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"  # its own store: never the checkout's ./mlruns.db
+    # 1-worker trials (the CV in the Tune function itself), pruned by Tune's own ASHA; Tune saves its state every 2 s.
+    # The smoke preset at batch size 16 and 6 epochs: a trial's epoch takes a few tenths of a second, so that the
+    # kill can land while a trial is past its second epoch, with more to go
+    space = yaml.safe_load((ROOT / "search_spaces" / "digits2v.yaml").read_text())
+    space["presets"]["smoke"]["fixed"]["train"].update(batch_size=16, epochs=6, patience=6)
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    trials = 10
     cmd = [sys.executable, "-m", "cmmd_dist.tune", "--dataset", "digits2v", "--preset", "smoke", "--num-trials", str(trials),
-           "--workers-per-trial", "1", "--max-concurrent-trials", "1", "--name", "resume-me", "--out", str(tmp_path),
-           "--no-retrain", "--reduction-factor", "2", "--grace-period", "1"]
+           "--space", str(tmp_path / "space.yaml"), "--workers-per-trial", "1", "--max-concurrent-trials", "1",
+           "--name", "resume-me", "--out", str(tmp_path), "--no-retrain", "--reduction-factor", "2", "--grace-period", "1",
+           "--mlflow", uri]
     exp = tmp_path / "sweeps" / "resume-me"
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
-    ended_before: dict[str, int] = {}
-    while time.time() < deadline:
-        kept = terminated_in_state(exp)
-        if len(kept) >= 2:
-            ended_before = {k: len(v) for k, v in trial_results(exp).items() if v and v[-1]["trial_id"] in kept}
+    kept: set[str] = set()
+    in_flight: set[str] = set()  # trials RUNNING in the saved state, 2 epochs or more done, not finished
+    while time.time() < deadline and proc.poll() is None:
+        saved = saved_trials(exp)
+        kept = {t for t, (status, _) in saved.items() if status == "TERMINATED"}
+        in_flight = {t for t, (status, last) in saved.items()
+                     if status == "RUNNING" and last.get("epoch", 0) >= 2 and not last.get("cv_completed")}
+        if len(kept) >= 2 and in_flight:
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert len(ended_before) >= 2, "the sweep did not end two trials in time"
+    before = trial_results(exp)  # result.json is the driver's: nothing is added once it is dead
+    ended_before = {k: len(v) for k, v in before.items() if v and v[-1]["trial_id"] in kept}
+    assert len(ended_before) >= 2 and in_flight, "the sweep did not end two trials with a third in flight in time"
     assert len(ended_before) < trials, "the sweep ended before it could be interrupted"
+    flying = {k: len(v) for k, v in before.items() if v and v[-1]["trial_id"] in in_flight}
 
-    out = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=900)
+    out = subprocess.run(cmd + ["--resume"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resuming sweep" in out.stdout
     held = terminated_in_state(exp)
@@ -155,7 +179,23 @@ def test_killed_sweep_resumes_without_rerunning_trials(ray_session, tmp_path):
     assert len(after) == trials and len(held) == trials
     for trial, n_rows in ended_before.items():
         assert len(after[trial]) == n_rows, f"{trial} ran again"
+    # the trial in flight at the kill continues from its checkpoint (its last saved epoch or one before), not epoch 1
+    for trial, n_rows in flying.items():
+        resumed = [r["epoch"] for r in after[trial][n_rows:]]
+        assert resumed and resumed[0] > 1 and resumed == sorted(set(resumed)), (trial, resumed)
     # once each, in its state (the values are checked by the smoke sweep: here the searcher's saved state can be
     # older than the trial's last report when the kill comes right after it, and a resume keeps that value)
     states = assert_optuna_holds_every_trial_once(exp, exact=set(), only=held)
     assert "COMPLETE" in states.values()
+
+    # MLflow: every run ended (a trial lost with the killed driver too), every trial's curve holds each epoch once
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=500)
+    assert runs and not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    by_trial = {r.data.tags.get("trial_id"): r for r in runs if r.data.tags.get("kind") == "trial"}
+    assert set(in_flight) <= set(by_trial)
+    for trial_id, run in by_trial.items():
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "cv_metric")]
+        assert len(steps) == len(set(steps)), (trial_id, sorted(steps))
