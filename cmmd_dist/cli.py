@@ -65,7 +65,7 @@ def train_overrides(args: argparse.Namespace) -> dict:
         o["train"]["baseline"] = False
     if args.no_progress:
         o["train"]["progress"] = False
-    if args.out:
+    if args.out is not None:  # --out "" is refused (RunConfig), not taken for the default
         o["output_dir"] = args.out
     if getattr(args, "data", None):  # a prepared dataset, never a source: no manifest there is an error
         from cmmd_dist.storage import is_s3_uri

@@ -1,7 +1,8 @@
 """Typed settings (pydantic v2) for data, model, loss and training; loadable from YAML.
 
-Every model forbids unknown keys, so a typo in a YAML file is an error naming the key.
-Cross-field checks live in one validator per model.
+Every model forbids unknown keys, so a typo in a YAML file is an error naming the key, and every float is
+finite (``.nan`` / ``.inf`` in a YAML, ``--lr inf``: refused, not a NaN training). Seeds lie in
+[0, 2**32 - 1] (what numpy and scikit-learn take). Cross-field checks live in one validator per model.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ __all__ = ["DataConfig", "ModelConfig", "LossConfig", "TrainConfig", "Distribute
            "load_run_config"]
 
 LikelihoodName = Literal["gaussian", "bernoulli", "categorical"]
+SEED_MAX = 2**32 - 1  # numpy's and scikit-learn's seeds are 32-bit
+# device kinds a run may name; whether one is present is checked where the run trains (train.single.train_device)
+DEVICE_PATTERN = r"^(cpu|cuda(:[0-9]+)?|mps)$"
 
 
 def _plain_name(name: str | None) -> str | None:
@@ -33,7 +37,7 @@ PlainName = Annotated[str | None, AfterValidator(_plain_name)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -55,7 +59,7 @@ class DataConfig(_Strict):
         "default; a given source that does not exist is an error",
     )
     scenario: str | None = Field(None, description="observed-modality scenario; None: the dataset's default")
-    seed: int = Field(0, description="seed of the dataset recipe (rotations, pairing, noise, splits)")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the dataset recipe (rotations, pairing, noise, splits)")
     limit: int | None = Field(None, ge=1, description="keep only the first rows of each split (quick runs)")
     likelihoods: dict[str, LikelihoodName] = Field(
         default_factory=dict, description="override the decoder likelihood of a missing modality, by name"
@@ -147,8 +151,8 @@ class TrainConfig(_Strict):
     batch_size: int = Field(256, ge=1, description="rows per step (per worker under DDP)")
     lr: float = Field(1e-4, gt=0.0, description="Adam learning rate")
     patience: int = Field(10, ge=1, description="epochs without validation improvement before stopping")
-    seed: int = Field(0, description="seed of initialisation, shuffling and sampling")
-    device: str = Field("cpu", description="torch device")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of initialisation, shuffling and sampling")
+    device: str = Field("cpu", pattern=DEVICE_PATTERN, description="torch device: cpu, cuda, cuda:N or mps")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; None leaves torch's default")
     pretrain_epochs: int = Field(0, ge=0, description="semi-supervised pretraining epochs (no label, no classifier)")
     steps_per_epoch: int | None = Field(
@@ -180,7 +184,7 @@ class RunConfig(_Strict):
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
-    output_dir: str = Field("runs", description="folder under which each run writes its results")
+    output_dir: str = Field("runs", min_length=1, description="folder under which each run writes its results")
 
 
 class SweepConfig(_Strict):
@@ -204,7 +208,7 @@ class SweepConfig(_Strict):
     storage: str | None = Field(None, description="sweep storage: local folder or s3://bucket/prefix; None: <output_dir>/sweeps")
     searcher: Literal["optuna", "random", "grid"] | None = Field(
         None, description="TPE (optuna), random (Optuna's random sampler) or the space's grid; None: the space's")
-    seed: int = Field(0, description="seed of the searcher and of every trial")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the searcher and of every trial")
     grace_period: int | None = Field(None, ge=1, description="ASHA: epochs before a trial may be stopped; None: the space's")
     reduction_factor: float | None = Field(None, gt=1, description="ASHA: keep the best 1/reduction_factor at each rung; None: the space's")
     asha: bool = Field(True, description="prune trials with ASHA (off: every trial runs to the end)")
@@ -213,7 +217,7 @@ class SweepConfig(_Strict):
                             "None: sweep-<dataset>[-<scenario>]")
     resume: bool = Field(False, description="continue an interrupted sweep of the same name from its storage")
     retrain: bool = Field(True, description="retrain the best configuration on train+val and test it once")
-    output_dir: str = Field("runs", description="folder for the summary JSON and retrained model")
+    output_dir: str = Field("runs", min_length=1, description="folder for the summary JSON and retrained model")
     mlflow: str | None = Field(None, description="MLflow tracking URI; None: MLFLOW_TRACKING_URI or the embedded store")
 
 
@@ -235,22 +239,23 @@ def load_run_config(path: str | Path | None = None, overrides: dict | None = Non
     return RunConfig.model_validate(raw)
 
 
-def _read_yaml_mapping(path: str) -> dict:
-    """The mapping in a YAML file (local or s3://); a one-line UserError names the file otherwise."""
+def _read_yaml_mapping(path: str, what: str = "run config") -> dict:
+    """The mapping in a YAML file (local or s3://); a one-line UserError names the file otherwise
+    (``what``: the kind of file, for the message: run config, search space)."""
     from cmmd_dist.errors import UserError
     from cmmd_dist.storage import is_s3_uri, read_bytes
 
     try:
-        if is_s3_uri(path):
-            text = read_bytes(path).decode()
-        else:
-            text = Path(path).read_text()
+        data = read_bytes(path) if is_s3_uri(path) else Path(path).read_bytes()
+        text = data.decode("utf-8")
     except FileNotFoundError as err:
-        raise UserError(f"{path}: config file not found") from err
-    except IsADirectoryError as err:
-        raise UserError(f"{path}: is a folder, expected a YAML config file") from err
-    except (PermissionError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: cannot read the config file ({err.__class__.__name__})") from err
+        raise UserError(f"{path}: {'config' if what == 'run config' else what} file not found") from err
+    except (IsADirectoryError, NotADirectoryError) as err:
+        raise UserError(f"{path}: is a folder, expected a YAML {what} file") from err
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not a YAML {what}: not UTF-8 text (byte {err.start} is {data[err.start]:#04x})") from err
+    except PermissionError as err:
+        raise UserError(f"{path}: cannot read the {what} file ({err.__class__.__name__})") from err
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -261,5 +266,5 @@ def _read_yaml_mapping(path: str) -> dict:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise UserError(f"{path}: a run config must be a mapping, got {type(raw).__name__}")
+        raise UserError(f"{path}: a {what} must be a mapping, got {type(raw).__name__}")
     return raw

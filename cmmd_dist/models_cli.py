@@ -86,6 +86,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from cmmd_dist.tracking import Tracker
 
+    out = Path(args.output)
+    if out.is_dir() or out.name in ("", ".", ".."):
+        raise UserError(f"--output {args.output}: is a folder, expected the Parquet file to write")
+    from cmmd_dist.train.run_folder import check_folder_path
+
+    check_folder_path(str(out.parent), "--output")
     tracker = Tracker(args.mlflow)
     mv = tracker.model_version(args.name, args.alias)  # a clear error before anything is read or written
     with tempfile.TemporaryDirectory() as tmp:  # loading reads every file; the folder can go afterwards
@@ -105,11 +111,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         preds = model.predict(table.select(names).to_pandas(), params={"task": args.task})
     except ValueError as err:  # the pyfunc's refusal (non-finite or wrong-width cells) names column and row
         raise UserError(f"--input {args.input}: {one_line(err)}") from err
-    out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
-    pq.write_table(pa.Table.from_pandas(preds, preserve_index=False), tmp)
-    os.replace(tmp, out)
+    try:
+        pq.write_table(pa.Table.from_pandas(preds, preserve_index=False), tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     print(f"{len(preds)} predictions ({args.task}) of {args.name}@{args.alias} (version {mv.version}) -> {out}")
     return 0
 
@@ -120,7 +128,10 @@ def _run(func):
     def wrapped(args: argparse.Namespace) -> int:
         from mlflow.exceptions import MlflowException
 
+        from cmmd_dist.tracking import check_tracking_uri
+
         _quiet()
+        check_tracking_uri(args.mlflow, must_exist=True)  # these commands read a store: never create one
         try:
             return func(args)
         except MlflowException as err:

@@ -33,8 +33,8 @@ import numpy as np
 
 from cmmd_dist.errors import UserError
 
-__all__ = ["TrackingError", "Tracker", "SweepRecorder", "resolve_tracking_uri", "take_credentials", "registered_name",
-           "ui_command", "pull", "CHAMPION"]
+__all__ = ["TrackingError", "Tracker", "SweepRecorder", "resolve_tracking_uri", "check_tracking_uri", "take_credentials",
+           "registered_name", "ui_command", "pull", "CHAMPION"]
 
 CHAMPION = "champion"
 # MLflow 3's UI opens an experiment in its GenAI / traces view unless this tag says it is model training
@@ -105,6 +105,34 @@ def _check_reachable(uri: str, timeout: float = 5.0) -> None:
             "(mlflow server --backend-store-uri ... --artifacts-destination ... --serve-artifacts) or drop "
             "--mlflow / unset MLFLOW_TRACKING_URI to use the embedded store ./mlruns.db"
         ) from err
+
+
+# the store kinds MLflow's tracking client opens (a typo such as gopher:// would fail in every trial instead)
+TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "file")
+
+
+def check_tracking_uri(uri: str | None = None, must_exist: bool = False) -> str:
+    """The resolved tracking URI (:func:`resolve_tracking_uri`) once its form is one MLflow opens, a server
+    answers, and a SQLite store's folder exists (``must_exist``: the store itself, for commands that only read);
+    else a one-line TrackingError naming it. Nothing is created."""
+    uri = resolve_tracking_uri(uri)
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", uri) else ""
+    if scheme not in TRACKING_SCHEMES:
+        raise TrackingError(f"--mlflow {uri}: not a tracking URI MLflow opens (use http(s)://host:port, "
+                            f"sqlite:///ABSOLUTE/PATH.db or another of {', '.join(TRACKING_SCHEMES)})")
+    if scheme == "sqlite":
+        path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
+        if not path or path == ":memory:":
+            raise TrackingError(f"--mlflow {uri}: a SQLite store needs a file, e.g. sqlite:////abs/path/mlruns.db")
+        db = Path(path).absolute()
+        if db.is_dir() or (db.parent.exists() and not db.parent.is_dir()):
+            raise TrackingError(f"--mlflow {uri}: {db if db.is_dir() else db.parent} is not a SQLite file's folder")
+        if must_exist and not db.is_file():
+            raise TrackingError(f"--mlflow {uri}: no MLflow store there ({db} does not exist)")
+        if not db.parent.is_dir():
+            raise TrackingError(f"--mlflow {uri}: folder {db.parent} does not exist")
+    _check_reachable(uri)
+    return uri
 
 
 def registered_name(dataset: str, scenario: str | None = None, default_scenario: str | None = None,

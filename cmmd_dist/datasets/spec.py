@@ -9,6 +9,7 @@ the same splits, each read as a sequence of bounded row blocks (``data prepare``
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -59,6 +60,14 @@ class DatasetSpec:
 
     def __post_init__(self) -> None:
         names = {m.name for m in self.modalities}
+        for m in self.modalities:
+            if m.likelihood not in typing.get_args(Likelihood):
+                raise ValueError(f"dataset {self.name!r}: modality {m.name!r} has likelihood {m.likelihood!r}; "
+                                 f"known: {list(typing.get_args(Likelihood))}")
+        if self.label_kind not in typing.get_args(LabelKind):
+            raise ValueError(f"dataset {self.name!r}: label_kind {self.label_kind!r}; known: {list(typing.get_args(LabelKind))}")
+        if len(names) != len(self.modalities):
+            raise ValueError(f"dataset {self.name!r}: a modality name is used twice: {[m.name for m in self.modalities]}")
         for name, net in self.coherence.items():
             if name not in names or net not in ("mlp", "conv"):
                 raise ValueError(f"dataset {self.name!r}: coherence entry {name!r}: {net!r} needs one of its modalities "
@@ -120,6 +129,20 @@ class DatasetBundle:
 
     def splits(self) -> dict[str, Split]:
         return {"train": self.train, "val": self.val, "test": self.test, **self.extra}
+
+    def check_trainable(self, where: str | None = None) -> None:
+        """A ValueError naming the dataset (``where``: its location) and the split, unless train, val and test
+        each have rows and the training rows hold at least two classes (one class leaves nothing to learn, and
+        the latent classifier refuses it)."""
+        where = where or f"dataset {self.spec.name!r}"
+        for name in ("train", "val", "test"):
+            if len(getattr(self, name)) == 0:
+                raise ValueError(f"{where}: split {name!r} has no rows")
+        if self.spec.label_kind == "classes":
+            classes = np.unique(self.train.labels)
+            if len(classes) < 2:
+                raise ValueError(f"{where}: the training rows hold a single class ({classes.tolist()}); "
+                                 "a classifier needs at least two")
 
 
 def empty_split(spec: DatasetSpec) -> Split:

@@ -25,11 +25,34 @@ from cmmd_dist.errors import Interrupted, UserError
 from cmmd_dist.storage import S3Settings, StorageError
 from cmmd_dist.train.storage_outage import storage_cause
 
-__all__ = ["RunFolder", "resume_settings", "storage_uri", "RUN_CONFIG_FILE", "USER_ERROR_KEY"]
+__all__ = ["RunFolder", "resume_settings", "storage_uri", "check_folder_path", "mark_failed", "RUN_CONFIG_FILE",
+           "USER_ERROR_KEY", "STATUS_FILE"]
 
 RUN_CONFIG_FILE = "cmmd_run.yaml"  # in <storage>/<name>: what `train --resume` reads back
 USER_ERROR_KEY = "cmmd_user_error"  # a worker's return value that carries a UserError to the driver
 BRIEF_RETRY_S = 3.0  # how long a failed run's last look at its storage may retry (it may still be down)
+STATUS_FILE = "status.json"  # in a run folder that failed after its checks: {"status": "failed", "error": ...}
+
+
+def check_folder_path(path: str, flag: str) -> None:
+    """A UserError naming ``flag`` unless the local ``path`` is, or can become, a folder (nothing created)."""
+    if run_store.is_s3_uri(path):
+        return
+    folder = Path(path)
+    blocked = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise UserError(f"{flag} {path}: {blocked} is a file, not a folder")
+
+
+def mark_failed(folder: str, err: BaseException, s3: S3Settings | None = None) -> None:
+    """Write ``STATUS_FILE`` into a run folder whose run failed past its checks, so that it does not look like a
+    run in progress (best effort: the error being reported matters more)."""
+    status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+    text = json.dumps({"status": status, "error": f"{type(err).__name__}: {err}"[:2000]})
+    try:
+        run_store.write_bytes(run_store.join_uri(folder, STATUS_FILE), text.encode(), s3)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def storage_uri(run: RunConfig) -> str:
@@ -108,7 +131,9 @@ class RunFolder:
                 raise Interrupted(self._interrupted()) from err
             cause = storage_cause(err)
             if cause is not None:  # the storage may still be down: look at it briefly, then say how to go on
+                mark_failed(self.uri, err, self._briefly())
                 raise StorageError(self._storage_failed(cause)) from err
+            mark_failed(self.uri, err, self.s3)
             raise
         finally:
             if main_thread:  # Ray leaves its handler behind, bound to the finished run's controller

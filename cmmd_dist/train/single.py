@@ -1,6 +1,8 @@
 """Single-process training: seeded, early-stopped on validation, evaluated on test, with the M-x_o baseline.
 
-Writes ``<output_dir>/<dataset>-<timestamp>/``: config.yaml, history.jsonl, metrics.json, model.pt.
+Writes ``<output_dir>/<dataset>-<timestamp>/``: config.yaml, history.jsonl, metrics.json, model.pt. The folder
+appears only once every check has passed (dataset, device, data loaded and trainable); a run that fails after
+that leaves ``status.json`` saying so (``run_folder.mark_failed``), and a user error found then removes it.
 
 Device: model, optimiser state and rows live on ``train.device``, or on CUDA with ``--use-gpu``
 (``distributed.use_gpu`` without workers); ``--bf16`` autocasts the forward pass as under Ray Train.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -80,6 +83,10 @@ def train_device(run: RunConfig) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         flag = "--use-gpu" if run.distributed.use_gpu else f"train.device {name!r}"
         raise UserError(f"{flag}: no CUDA device here (torch {torch.__version__}); drop it to train on the CPU")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"train.device {name!r}: this machine has {torch.cuda.device_count()} CUDA devices")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"train.device {name!r}: no MPS device here; drop it to train on the CPU")
     return device
 
 
@@ -196,11 +203,36 @@ def _json_ready(results: dict) -> dict:
 
 
 def run_training(run: RunConfig, log=print) -> tuple[dict, Path]:
-    """Load data, fit, write the run folder; returns (results, run folder)."""
+    """Check, load data, fit, write the run folder; returns (results, run folder).
+
+    The folder is made once the checks pass; a failure after that marks it (``status.json``), a user error
+    then removes it."""
+    from cmmd_dist.train.run_folder import check_folder_path, mark_failed
+
     check_data(run)
+    train_device(run)
+    check_folder_path(run.output_dir, "--out")
     bundle = load_bundle(run.data)
+    try:
+        bundle.check_trainable(run.data.prepared or run.data.dataset)
+    except ValueError as err:
+        raise UserError(one_line(err)) from err
     out = Path(run.output_dir) / f"{run.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}-{run.train.seed}"
+    fresh = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        results = _fit_into(run, bundle, out, log)
+    except BaseException as err:
+        if isinstance(err, UserError) and fresh:
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            mark_failed(str(out), err)
+        raise
+    return results, out
+
+
+def _fit_into(run: RunConfig, bundle: DatasetBundle, out: Path, log) -> dict:
+    """``fit`` writing config.yaml and history.jsonl (row by row) into ``out``, then metrics.json and model.pt."""
     (out / "config.yaml").write_text(yaml.safe_dump(run.model_dump(), sort_keys=False))
     t0 = time.time()
     with open(out / "history.jsonl", "w") as hist:
@@ -213,7 +245,7 @@ def run_training(run: RunConfig, log=print) -> tuple[dict, Path]:
     (out / "metrics.json").write_text(json.dumps({k: v for k, v in _json_ready(results).items() if k != "history"}, indent=2))
     weights = {k: v.detach().cpu() for k, v in results["model"].state_dict().items()}  # loadable without the GPU
     torch.save({"state_dict": weights, "model_config": results["model_config"].to_dict()}, out / "model.pt")
-    return results, out
+    return results
 
 
 def _dev_and_test(run: RunConfig, bundle: DatasetBundle) -> tuple[SplitTensors, SplitTensors, SplitTensors | None]:

@@ -4,6 +4,10 @@ A space names distributions over dotted run-config paths (``loss.lam``, ``train.
 plus two derived kinds per network, ``model.<net>_depth`` and ``model.<net>_width``, which become
 ``model.<net>_hidden = [width] * depth``. ``fixed`` holds run-config values shared by every trial;
 ``presets`` (e.g. ``paper``, ``smoke``) override parts of the space.
+
+Loading checks every value a trial could get against ``RunConfig``: each choice / grid value and both bounds
+of every range, with the space's (or the preset's) fixed values, so that a ``zdim: 0`` or a ``dropout: .nan``
+is refused when the space is read, not in every trial of a sweep.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cmmd_dist.config import RunConfig
@@ -22,7 +25,7 @@ NETS = ("encoder", "prior", "decoder", "classifier")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Distribution(_Strict):
@@ -107,6 +110,12 @@ class SearchSpace(_Strict):
                 _check_param(f"{name}.{key}", key, dist)
         for key, section in [("fixed", self.fixed)] + [(f"presets.{k}.fixed", v.fixed) for k, v in self.presets.items()]:
             _check_fixed(key, section)
+        _check_values("params", self.params, self.fixed)
+        for k in self.presets:
+            preset = self.with_preset(k)
+            _check_values(f"presets.{k}.params", {n: preset.params[n] for n in self.presets[k].params}, preset.fixed)
+            _check_values("params", {n: d for n, d in preset.params.items() if n not in self.presets[k].params},
+                          preset.fixed, f" (with preset {k!r})")
         return self
 
     def with_preset(self, name: str | None) -> "SearchSpace":
@@ -151,6 +160,21 @@ def _check_fixed(where: str, fixed: dict[str, dict[str, Any]]) -> None:
         raise ValueError(f"{where}: {e}") from None
 
 
+def _check_values(where: str, params: dict[str, Distribution], fixed: dict, context: str = "") -> None:
+    """Every choice / grid value and both bounds of every range, one at a time over ``fixed``, as RunConfig takes
+    them: the first refused one is a ValueError naming the param, the value and the reason."""
+    from cmmd_dist.errors import describe_validation
+
+    for key, dist in params.items():
+        values = dist.bounds() if dist.dist != "int" else [int(dist.low), int(dist.high)]  # type: ignore[arg-type]
+        for value in values:
+            try:
+                RunConfig.model_validate(apply_params(fixed, {key: value}))
+            except (TypeError, ValueError) as e:  # ValidationError is a ValueError; int("big") of a depth too
+                reason = describe_validation(e) if isinstance(e, ValidationError) else str(e)
+                raise ValueError(f"{where}.{key}: value {value!r} is refused{context}: {reason}") from None
+
+
 def apply_params(base: dict, params: dict[str, Any]) -> dict:
     """Nested run-config overrides from flat sampled params (derived depth/width folded into *_hidden)."""
     out = {s: dict(v) for s, v in base.items()}
@@ -174,9 +198,11 @@ def load_search_space(path_or_dataset: str | Path, root: str | Path = "search_sp
     """A SearchSpace from a YAML path, or from ``<root>/<dataset>.yaml`` given a dataset name."""
     from importlib import resources
 
+    from cmmd_dist.config import _read_yaml_mapping
+
     packaged_root = Path(str(resources.files("cmmd_dist"))).parent / "search_spaces"
     p = Path(path_or_dataset)
-    if not p.suffix:
+    if not p.suffix and not p.is_dir():
         p = Path(root) / f"{path_or_dataset}.yaml"
         if not p.exists():
             packaged = packaged_root / p.name
@@ -185,8 +211,10 @@ def load_search_space(path_or_dataset: str | Path, root: str | Path = "search_sp
         known = sorted(f.stem for f in Path(root).glob("*.yaml")) or sorted(f.stem for f in packaged_root.glob("*.yaml"))
         what = f"dataset {path_or_dataset!r}" if not Path(path_or_dataset).suffix else "search space"
         raise FileNotFoundError(f"unknown {what}: no search space {p}; the spaces here are for: {', '.join(known)}")
-    raw = yaml.safe_load(p.read_text()) or {}
+    raw = _read_yaml_mapping(str(p), "search space")  # a one-line UserError naming the file
     try:
         return SearchSpace.model_validate(raw)
     except ValidationError as e:
-        raise ValueError(f"{p}: invalid search space:\n{e}") from None
+        reasons = "; ".join(f"{'.'.join(map(str, err['loc'])) + ': ' if err['loc'] else ''}"
+                            f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())
+        raise ValueError(f"{p}: invalid search space: {reasons}") from None

@@ -19,7 +19,7 @@ from cmmd_dist.errors import UserError
 from cmmd_dist.tune.results import format_table, trials_table
 from cmmd_dist.tune.search_space import SearchSpace, apply_params, load_search_space
 
-__all__ = ["run_sweep", "plan_sweep", "SweepPlan", "SweepFailed", "champion_row", "sweep_base", "sweep_paths",
+__all__ = ["run_sweep", "plan_sweep", "check_before_ray", "SweepPlan", "SweepFailed", "champion_row", "sweep_base", "sweep_paths",
            "resume_command"]
 
 
@@ -140,6 +140,7 @@ def plan_sweep(settings: SweepConfig) -> SweepPlan:
     from cmmd_dist.tune.budget import check_budget
 
     check_budget(settings.max_trial_epochs, settings.workers_per_trial or space.workers_per_trial)
+    check_before_ray(settings, space, base)
     storage, name = sweep_paths(settings, dataset)
     if is_s3_uri(storage):
         check_bucket(storage)
@@ -154,6 +155,65 @@ def plan_sweep(settings: SweepConfig) -> SweepPlan:
     if not settings.resume and settings.name and exists:
         raise UserError(f"sweep {plan.exp_path} exists: add --resume to continue it, or pick another --name")
     return check_resumed(plan, plan_sweep) if settings.resume else plan
+
+
+def check_before_ray(settings: SweepConfig, space: SearchSpace, base: dict) -> None:
+    """What needs no Ray worker, checked before Ray starts: the trials' dataset (known, its manifest, the
+    scenario), the storage and output folders, the MLflow store (form, server answering) and that a trial's
+    workers fit the Ray this sweep would start. One-line UserErrors naming the culprit."""
+    from cmmd_dist.tracking import check_tracking_uri
+    from cmmd_dist.train.run_folder import check_folder_path
+    from cmmd_dist.train.single import check_data
+
+    run = RunConfig.model_validate(base)
+    check_data(run)
+    if settings.storage is not None:
+        _check_storage_form(settings.storage)
+    check_folder_path(settings.output_dir, "--out")
+    check_tracking_uri(settings.mlflow)
+    _check_workers_fit(settings.workers_per_trial or space.workers_per_trial, run, settings.use_gpu)
+
+
+def _check_storage_form(storage: str) -> None:
+    from cmmd_dist.storage import is_s3_uri
+    from cmmd_dist.train.run_folder import check_folder_path
+
+    if is_s3_uri(storage):
+        return
+    if "://" in storage or storage.startswith("file:"):
+        raise UserError(f"--storage {storage}: use an absolute local folder or s3://bucket/prefix")
+    path = Path(storage)
+    if not path.is_absolute():
+        raise UserError(f"--storage {storage}: a local storage must be an absolute path (Ray Tune takes no "
+                        f"relative one), e.g. --storage {path.resolve()}")
+    check_folder_path(storage, "--storage")
+
+
+def _check_workers_fit(workers: int, run: RunConfig, use_gpu: bool) -> None:
+    """A trial's workers against the Ray that ``ray.init()`` would start on this machine (Tune would wait forever
+    for a bundle no node can hold); a cluster to connect to (RAY_ADDRESS, ``ray start``) may autoscale: not checked."""
+    try:
+        from ray._private.services import get_ray_address_from_environment
+        from ray._private.utils import get_num_cpus
+
+        if get_ray_address_from_environment(None, None) is not None:
+            return
+        have = {"CPU": int(get_num_cpus())}
+    except (ImportError, AttributeError, ConnectionError):  # private API gone: Ray decides
+        return
+    per = (run.train.threads or run.distributed.cpus_per_worker) if workers == 1 else run.distributed.cpus_per_worker
+    need = {"CPU": workers * per}
+    if use_gpu:
+        import torch
+
+        need["GPU"], have["GPU"] = workers, torch.cuda.device_count()
+    for kind, n in need.items():
+        if have[kind] < n:
+            each = per if kind == "CPU" else 1
+            fits = f"use --workers-per-trial {have[kind] // each} or less" if have[kind] >= each else (
+                "drop --use-gpu" if kind == "GPU" else f"lower the CPUs per worker ({per})")
+            raise UserError(f"--workers-per-trial {workers} needs {n} {kind}s ({each} per worker), but the Ray this "
+                            f"sweep starts here has {have[kind]}: {fits}, or connect to a larger cluster (RAY_ADDRESS)")
 
 
 def run_sweep(settings: SweepConfig, log=print) -> dict:

@@ -2,7 +2,8 @@
 (or, for the pyfunc, a user's script around ``mlflow.pyfunc.load_model``) that must end with exit 2 and ONE
 line on stderr naming the culprit, and leave nothing half-written: its own folder holds what its setup
 put there and nothing more, and the shared throwaway MLflow store gains no model version and keeps no
-RUNNING run.
+RUNNING run, and no Ray started (each case's RAY_TMPDIR is its own ``{tmp}/ray``: a sweep refused before Ray
+leaves no ``session_*`` there). Expected lines may name ``{tmp}``.
 
 To add a case, append a ``Case`` to ``CASES``: in ``argv``, ``{tmp}`` is the case's own folder (also its
 working directory), ``{mlflow}`` the store's URI, ``{model}`` the registered model's folder and ``{py}``
@@ -110,6 +111,52 @@ def bad_shard(damage: str):
     return setup
 
 
+def bad_manifest(damage: str):
+    """A copy of the prepared dataset at {tmp}/data whose manifest or shards disagree with what training needs."""
+
+    def setup(tmp: Path, shared: Shared) -> None:
+        root = tmp / "data"
+        shutil.copytree(shared.prepared, root)
+        path = root / "manifest.json"
+        if damage == "empty-val":
+            _rewrite(root, "val/part-00000.parquet", lambda t: t.slice(0, 0))
+        elif damage == "single-class":
+            _rewrite(root, "train/part-00000.parquet",
+                     lambda t: t.set_column(t.schema.get_field_index("label"), "label", pa.array([3] * len(t), pa.int64())))
+        elif damage == "duplicate-row-ids":
+            _rewrite(root, "train/part-00000.parquet",
+                     lambda t: t.set_column(t.schema.get_field_index("row"), "row", pa.array([0] * len(t), pa.int64())))
+        manifest = json.loads(path.read_text())
+        if damage == "poisson":
+            manifest["spec"]["modalities"][1]["likelihood"] = "poisson"
+        elif damage == "file-twice":
+            manifest["files"].append(dict(manifest["files"][0]))
+            manifest["rows"]["train"] *= 2
+        elif damage == "rows-disagree":
+            manifest["rows"]["train"] = 100
+        elif damage == "empty-val":
+            manifest["rows"]["val"] = 0
+            next(f for f in manifest["files"] if f["split"] == "val")["rows"] = 0
+        path.write_text(json.dumps(manifest))
+
+    return setup
+
+
+def each(*setups):
+    def setup(tmp: Path, shared: Shared) -> None:
+        for s in setups:
+            s(tmp, shared)
+
+    return setup
+
+
+def folder(name: str):
+    def setup(tmp: Path, shared: Shared) -> None:
+        (tmp / name).mkdir()
+
+    return setup
+
+
 def rows_parquet(width: int = 64, bad: float | None = None, column: str = "view1"):
     """{tmp}/rows.parquet for ``models predict``: 5 rows, one ``column`` of ``width`` floats, ``bad`` in row 3."""
 
@@ -139,6 +186,10 @@ print("predicted", file=sys.stderr)
 PREDICT = [*CLI, "models", "predict", MODEL, "--mlflow", "{mlflow}", "--input", "{tmp}/rows.parquet",
            "--output", "{tmp}/out/preds.parquet"]
 TRAIN_OUT = ["--out", "{tmp}/runs", "--no-progress", "--no-baseline", "--epochs", "1"]
+TRAIN_YAML = [*CLI, "train", "--config", "{tmp}/run.yaml", *TRAIN_OUT]
+TRAIN_DATA = [*CLI, "train", "--data", "{tmp}/data", *TRAIN_OUT]
+TUNE_OUT = [*TUNE, "--out", "{tmp}/runs", "--num-trials", "1"]
+SPACE = "dataset: digits2v\nparams:\n  {}\n"  # a search space of one param
 
 CASES: list[Case] = [
     # train: config, options, dataset
@@ -173,6 +224,70 @@ CASES: list[Case] = [
     Case("tune-unknown-dataset", [*TUNE, "--dataset", "digits3v", "--out", "{tmp}/runs"], "unknown dataset 'digits3v'"),
     Case("tune-unknown-preset", [*CLI, "tune", "--preset", "huge", "--out", "{tmp}/runs"], "no preset 'huge'"),
     Case("tune-num-trials-0", [*TUNE, "--num-trials", "0", "--out", "{tmp}/runs"], "num_trials"),
+    # issue 23.5: every float finite, seeds in range, a device that exists, a folder that can be one
+    Case("train-seed-negative", [*CLI, "train", "--seed", "-1", *TRAIN_OUT],
+         "train.seed: Input should be greater than or equal to 0, got -1 (command line)"),
+    Case("train-seed-2**70", [*CLI, "train", "--seed", str(2**70), *TRAIN_OUT],
+         "train.seed: Input should be less than or equal to 4294967295"),
+    Case("train-lr-inf", [*CLI, "train", "--lr", "inf", *TRAIN_OUT], "train.lr: Input should be a finite number"),
+    Case("train-mmd-weight-inf", TRAIN_YAML, "loss.mmd_weight: Input should be a finite number, got inf ({tmp}/run.yaml)",
+         write_text("run.yaml", "loss:\n  mmd_weight: .inf\n")),
+    Case("train-dropout-nan", TRAIN_YAML, "model.dropout: Input should be a finite number",
+         write_text("run.yaml", "model:\n  dropout: .nan\n")),
+    Case("train-data-seed-negative", TRAIN_YAML, "data.seed: Input should be greater than or equal to 0",
+         write_text("run.yaml", "data:\n  seed: -5\n")),
+    Case("train-device-meta", TRAIN_YAML, "train.device: String should match pattern",
+         write_text("run.yaml", "train:\n  device: meta\n")),
+    Case("train-out-is-file", [*CLI, "train", *TRAIN_OUT, "--out", "{tmp}/afile/runs"],
+         "--out {tmp}/afile/runs: {tmp}/afile is a file, not a folder", write_text("afile", "x")),
+    Case("train-out-empty", [*CLI, "train", *TRAIN_OUT, "--out", ""], "output_dir: String should have at least 1 character"),
+    # issue 23.5: data that cannot train, refused from the manifest or as the rows load, before the run folder
+    Case("train-manifest-poisson", TRAIN_DATA, "modality 'view2' has likelihood 'poisson'", bad_manifest("poisson")),
+    Case("train-manifest-file-twice", TRAIN_DATA, "file train/part-00000.parquet is listed twice",
+         bad_manifest("file-twice")),
+    Case("train-manifest-rows-disagree", TRAIN_DATA, "'rows' says split 'train' has 100 rows, its files have 64",
+         bad_manifest("rows-disagree")),
+    Case("train-empty-val", TRAIN_DATA, "split 'val' has no rows", bad_manifest("empty-val")),
+    Case("train-single-class", TRAIN_DATA, "the training rows hold a single class ([3])", bad_manifest("single-class")),
+    Case("train-single-class-limit-1", [*CLI, "train", "--limit", "1", *TRAIN_OUT], "hold a single class"),
+    Case("train-duplicate-row-ids", TRAIN_DATA, "split 'train': row id 0 is used by 64 rows",
+         bad_manifest("duplicate-row-ids")),
+    # issue 23.5: a sweep's every check before Ray starts (the harness also asserts no Ray session appeared)
+    Case("tune-space-zdim-0", [*TUNE_OUT, "--space", "{tmp}/s.yaml"], "params.model.zdim: value 0 is refused",
+         write_text("s.yaml", SPACE.format("model.zdim: {dist: choice, values: [4, 0]}"))),
+    Case("tune-space-batch-size-string", [*TUNE_OUT, "--space", "{tmp}/s.yaml"],
+         "params.train.batch_size: value 'big' is refused",
+         write_text("s.yaml", SPACE.format("train.batch_size: {dist: choice, values: [32, big]}"))),
+    Case("tune-space-dropout-nan", [*TUNE_OUT, "--space", "{tmp}/s.yaml"], "params.model.dropout.high: Input should be a finite",
+         write_text("s.yaml", SPACE.format("model.dropout: {dist: uniform, low: 0.1, high: .nan}"))),
+    Case("tune-space-lr-range-out", [*TUNE_OUT, "--space", "{tmp}/s.yaml"], "params.train.lr: value 0.0 is refused",
+         write_text("s.yaml", SPACE.format("train.lr: {dist: uniform, low: 0, high: 0.1}"))),
+    Case("tune-space-depth-0", [*TUNE_OUT, "--space", "{tmp}/s.yaml"], "params.model.encoder_depth: value 0 is refused",
+         write_text("s.yaml", SPACE.format("model.encoder_depth: {dist: int, low: 0, high: 2}"))),
+    Case("tune-space-unknown-dataset", [*TUNE_OUT, "--space", "{tmp}/s.yaml"], "unknown dataset 'digits3v'",
+         write_text("s.yaml", "dataset: digits3v\n")),
+    Case("tune-space-folder", [*TUNE_OUT, "--space", "{tmp}/spaces"], "is a folder, expected a YAML search space file",
+         folder("spaces")),
+    Case("tune-space-not-utf8", [*TUNE_OUT, "--space", "{tmp}/s.yaml"], "s.yaml: not a YAML search space: not UTF-8",
+         lambda tmp, shared: (tmp / "s.yaml").write_bytes(b"dataset: d\xff\n")),
+    Case("tune-space-yaml-syntax", [*TUNE_OUT, "--space", "{tmp}/s.yaml"], "s.yaml: not valid YAML at line 3",
+         write_text("s.yaml", "dataset: digits2v\nparams: [\n")),
+    Case("tune-scenario-view9", [*TUNE_OUT, "--scenario", "view9"], "has no scenario 'view9'"),
+    Case("tune-seed-negative", [*TUNE_OUT, "--seed", "-1"], "seed: Input should be greater than or equal to 0"),
+    Case("tune-storage-relative", [*TUNE_OUT, "--storage", "sweeps"], "--storage sweeps: a local storage must be an absolute path"),
+    Case("tune-storage-file", [*TUNE_OUT, "--storage", "{tmp}/afile"], "--storage {tmp}/afile: {tmp}/afile is a file",
+         write_text("afile", "x")),
+    Case("tune-storage-gs", [*TUNE_OUT, "--storage", "gs://bucket/sweeps"], "use an absolute local folder or s3://"),
+    Case("tune-out-is-file", [*TUNE, "--out", "{tmp}/afile"], "--out {tmp}/afile: {tmp}/afile is a file", write_text("afile", "x")),
+    Case("tune-mlflow-gopher", [*TUNE_OUT, "--mlflow", "gopher://x"], "--mlflow gopher://x: not a tracking URI MLflow opens"),
+    Case("tune-mlflow-unreachable", [*TUNE_OUT, "--mlflow", "http://127.0.0.1:1"],
+         "MLflow tracking server http://127.0.0.1:1 is unreachable"),
+    Case("tune-mlflow-sqlite-no-folder", [*TUNE_OUT, "--mlflow", "sqlite:///{tmp}/nope/x.db"],
+         "folder {tmp}/nope does not exist"),
+    Case("tune-workers-per-trial-99", [*TUNE_OUT, "--workers-per-trial", "99"],
+         "--workers-per-trial 99 needs 99 CPUs (1 per worker), but the Ray this sweep starts here has"),
+    Case("tune-manifest-file-twice", [*TUNE_OUT, "--data", "{tmp}/data"], "file train/part-00000.parquet is listed twice",
+         bad_manifest("file-twice")),
     # data prepare
     Case("prepare-missing-source", [*CLI, "data", "prepare", "--dataset", "mnist2v", "--source", "{tmp}/nope",
                                     "--out", "{tmp}/prepared"], "nope"),
@@ -193,6 +308,10 @@ CASES: list[Case] = [
                                 "--out", "{tmp}/models"], "has no alias 'old'"),
     Case("pull-unreachable-server", [*CLI, "models", "pull", MODEL, "--mlflow", "http://127.0.0.1:9",
                                      "--out", "{tmp}/models"], "127.0.0.1:9"),
+    Case("predict-output-folder", [*PREDICT[:-1], "{tmp}/out"], "--output {tmp}/out: is a folder",
+         each(rows_parquet(), folder("out"))),
+    Case("models-list-store-missing", [*CLI, "models", "list", "--mlflow", "sqlite:///{tmp}/nope/x.db"],
+         "no MLflow store there ({tmp}/nope/x.db does not exist)"),
     # the pyfunc, as a user's script sees it
     Case("pyfunc-nan-row", [sys.executable, "-c", PYFUNC_SCRIPT, "{model}", "nan", "classify"],
          "ValueError: column 'view1': row 3 has NaN/inf values"),
@@ -263,8 +382,11 @@ def results(shared, tmp_path_factory) -> dict:
         before = _listing(tmp)
         names = {"{tmp}": str(tmp), "{mlflow}": shared.mlflow, "{model}": str(shared.model_dir), "{py}": sys.executable}
         argv = [_fill(a, names) for a in case.argv]
-        proc = subprocess.run(argv, cwd=tmp, env={**env, **case.env}, capture_output=True, text=True, timeout=180)
-        return case.id, (proc.returncode, proc.stderr, before, _listing(tmp))
+        # Ray's sessions go under the case's own folder: a Ray started by a case shows there (and connects to
+        # no other Ray running on this machine)
+        case_env = {**env, "RAY_TMPDIR": str(tmp / "ray"), **{k: _fill(v, names) for k, v in case.env.items()}}
+        proc = subprocess.run(argv, cwd=tmp, env=case_env, capture_output=True, text=True, timeout=180)
+        return case.id, (proc.returncode, proc.stderr, before, _listing(tmp), tmp)
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         out = dict(pool.map(run, CASES))
@@ -273,17 +395,18 @@ def results(shared, tmp_path_factory) -> dict:
 
 
 def test_the_table_is_big_enough():
-    assert len({c.id for c in CASES}) == len(CASES) >= 20
+    assert len({c.id for c in CASES}) == len(CASES) >= 60
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(results, case):
-    code, err, before, after = results[case.id]
+    code, err, before, after, tmp = results[case.id]
     lines = err.splitlines()
     assert code == 2, f"exit {code}; stderr:\n{err[-3000:]}"
     assert len(lines) == 1, f"{len(lines)} stderr lines:\n{err[-3000:]}"
-    assert case.expect in lines[0], lines[0]
+    assert _fill(case.expect, {"{tmp}": str(tmp)}) in lines[0], lines[0]
     assert "Traceback" not in err
+    assert not list(tmp.glob("ray/session_*")), "Ray was started"
     assert after == before, f"left behind: {sorted(set(after) - set(before))}"
 
 
