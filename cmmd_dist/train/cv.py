@@ -25,6 +25,10 @@ Device and ranks: model, optimiser state and rows live on the rank's device (Ray
 TorchTrainer picks NCCL on GPU, gloo on CPU). Fold models start from the same weights on every rank,
 then each rank reseeds (its own reparameterisation noise and dropout masks); the reported loss terms
 are group means, so ``train_mmd`` is the global-batch MMD (``cmmd_dist.train.ranks``).
+
+Checkpoints: :func:`folds_state` is everything the fold models need to continue (weights, optimiser states, shuffle
+generators, RNG states; tensors and plain values only) and :func:`load_folds_state` restores it in place; a
+1-worker trial saves one with every report (``cmmd_dist.tune.trial.TrialCheckpoints``).
 """
 
 from __future__ import annotations
