@@ -33,3 +33,14 @@ def test_the_placement_group_cleaner_still_needs_the_state_api():
     from ray.train.v2._internal.execution.controller import placement_group_cleaner
 
     assert "is_actor_alive" in inspect.getsource(placement_group_cleaner)
+
+
+def test_the_pre_ray_workers_check_still_finds_rays_address_and_cpu_count():
+    """``sweep._check_workers_fit`` asks Ray's private helpers, before Ray starts, whether ``ray.init()`` would
+    connect to a cluster (then it does not check) and how many CPUs a local Ray would get (cgroup limits
+    included). When this fails, Ray moved them: the check would fall back to letting Ray wait for the bundle."""
+    from ray._private.services import get_ray_address_from_environment
+    from ray._private.utils import get_num_cpus
+
+    assert "RAY_ADDRESS" in inspect.getsource(get_ray_address_from_environment)
+    assert isinstance(get_num_cpus(), (int, float)) and get_num_cpus() >= 1
