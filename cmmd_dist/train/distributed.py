@@ -98,8 +98,9 @@ def setup(run: RunConfig, s3: S3Settings | None = None, on_step: StepHook | None
           retrain: bool = False) -> ray.train.torch.TorchTrainer:
     """The TorchTrainer of a run (``retrain``: on train+val, no validation); connects to Ray first (RAY_ADDRESS
     or a running cluster, else starts one locally)."""
-    if not ray.is_initialized():
-        ray.init()
+    from cmmd_dist.ray_connect import connect_ray
+
+    connect_ray()
     quick_report_polling()
     d = run.distributed
     path, fs = run_storage(run, s3)

@@ -159,8 +159,10 @@ def plan_sweep(settings: SweepConfig) -> SweepPlan:
 
 def check_before_ray(settings: SweepConfig, space: SearchSpace, base: dict) -> None:
     """What needs no Ray worker, checked before Ray starts: the trials' dataset (known, its manifest, the
-    scenario), the storage and output folders, the MLflow store (form, server answering) and that a trial's
-    workers fit the Ray this sweep would start. One-line UserErrors naming the culprit."""
+    scenario), the storage and output folders, the MLflow store (form, server answering), that a named Ray
+    cluster takes this client's token, and that a trial's workers fit the Ray this sweep would start. One-line
+    UserErrors naming the culprit."""
+    from cmmd_dist.ray_connect import check_cluster_access
     from cmmd_dist.tracking import check_tracking_uri
     from cmmd_dist.train.run_folder import check_folder_path
     from cmmd_dist.train.single import check_data
@@ -171,6 +173,7 @@ def check_before_ray(settings: SweepConfig, space: SearchSpace, base: dict) -> N
         _check_storage_form(settings.storage)
     check_folder_path(settings.output_dir, "--out")
     check_tracking_uri(settings.mlflow)
+    check_cluster_access()
     _check_workers_fit(settings.workers_per_trial or space.workers_per_trial, run, settings.use_gpu)
 
 
@@ -229,8 +232,7 @@ def run_sweep(settings: SweepConfig, log=print) -> dict:
     settings = settings.model_copy(update={"mlflow": take_credentials(settings.mlflow)})
     plan = plan_sweep(settings)
     record_identity(plan, log)
-    import ray
-
+    from cmmd_dist.ray_connect import connect_ray
     from cmmd_dist.ray_env import keep_credentials_out_of_runtime_env
     from cmmd_dist.tune.sweep_tracking import start_recorder
 
@@ -240,8 +242,7 @@ def run_sweep(settings: SweepConfig, log=print) -> dict:
     # Ctrl-C raises here (Tune's own handler would end fit() quietly and the run would look finished); the
     # experiment state is saved every 2 s anyway, so --resume loses at most that
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    if not ray.is_initialized():
-        ray.init()
+    connect_ray()
     recorder = start_recorder(plan.dataset, settings.scenario, plan.space.model_dump(mode="json"), plan.exp_path,
                               settings.mlflow, settings.searcher or plan.space.searcher, settings.preset)
     try:

@@ -116,3 +116,19 @@ def test_submitted_job_with_a_bad_dataset_fails_with_a_clear_error(two_nodes):
     _, status, logs = submit(env, dashboard, ["python", "-m", "cmmd_dist.tune", "--dataset", "no-such-set"], timeout=300)
     assert status == "FAILED"
     assert "no-such-set" in logs and "Traceback" not in logs, logs[-3000:]
+
+
+def test_a_driver_without_the_token_is_refused_in_one_line(two_nodes, tmp_path):
+    """A sweep started against the token-protected cluster by a client with no RAY_AUTH_MODE=token: one line naming
+    what to set, exit 2, before anything is written (Ray alone: 20 s of retries, a 70-line traceback, exit 1)."""
+    env, _ = two_nodes
+    bare = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
+    bare["RAY_ADDRESS"] = f"127.0.0.1:{env['RAY_GCS_PORT']}"
+    done = subprocess.run([sys.executable, "-m", "cmmd_dist.tune", "--dataset", "digits2v", "--preset", "smoke",
+                           "--out", str(tmp_path / "out"), "--storage", str(tmp_path / "sweeps"),
+                           "--mlflow", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+                          env=bare, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
+    assert "RAY_AUTH_MODE=token" in lines[0] and "RAY_AUTH_TOKEN" in lines[0], lines
+    assert not (tmp_path / "out").exists() and not (tmp_path / "sweeps").exists()
