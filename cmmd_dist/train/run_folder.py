@@ -6,7 +6,9 @@ the ends of ``trainer.fit`` turned into what the user needs (a worker's user err
 The folder holds the run's config (``cmmd_run.yaml``) next to Ray's checkpoints, so that Ctrl-C can print a
 command that resumes it. A ``UserError`` on a worker comes back as a marker in rank 0's return value
 (``USER_ERROR_KEY``: Ray would restart the group ``max_failures`` times on the same bad file) and is raised
-again here, a fresh folder removed (nothing half-written). No Ray import: the trainer is what ``setup`` built.
+again here, a fresh folder removed (nothing half-written). ``status.json`` marks a folder whose last attempt
+failed or was interrupted; a run that finishes (a resumed one too) removes it. No Ray import: the trainer is
+what ``setup`` built.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ from cmmd_dist.errors import Interrupted, UserError
 from cmmd_dist.storage import S3Settings, StorageError
 from cmmd_dist.train.storage_outage import storage_cause
 
-__all__ = ["RunFolder", "resume_settings", "storage_uri", "check_folder_path", "mark_failed", "RUN_CONFIG_FILE",
-           "USER_ERROR_KEY", "STATUS_FILE"]
+__all__ = ["RunFolder", "resume_settings", "storage_uri", "check_folder_path", "mark_failed", "clear_status",
+           "RUN_CONFIG_FILE", "USER_ERROR_KEY", "STATUS_FILE"]
 
 RUN_CONFIG_FILE = "cmmd_run.yaml"  # in <storage>/<name>: what `train --resume` reads back
 USER_ERROR_KEY = "cmmd_user_error"  # a worker's return value that carries a UserError to the driver
 BRIEF_RETRY_S = 3.0  # how long a failed run's last look at its storage may retry (it may still be down)
-STATUS_FILE = "status.json"  # in a run folder that failed after its checks: {"status": "failed", "error": ...}
+# in a run folder whose last attempt failed after its checks, or was interrupted: {"status": "failed", "error": ...};
+# a run that finishes (a resumed one too) removes it
+STATUS_FILE = "status.json"
 
 
 def check_folder_path(path: str, flag: str) -> None:
@@ -51,6 +55,15 @@ def mark_failed(folder: str, err: BaseException, s3: S3Settings | None = None) -
     text = json.dumps({"status": status, "error": f"{type(err).__name__}: {err}"[:2000]})
     try:
         run_store.write_bytes(run_store.join_uri(folder, STATUS_FILE), text.encode(), s3)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def clear_status(folder: str, s3: S3Settings | None = None) -> None:
+    """Remove ``STATUS_FILE`` from the folder of a run that finished: an earlier attempt's "failed" or
+    "interrupted" is no longer true (best effort, like :func:`mark_failed`)."""
+    try:
+        run_store.delete_file(run_store.join_uri(folder, STATUS_FILE), s3)
     except Exception:  # noqa: BLE001
         pass
 
@@ -128,6 +141,7 @@ class RunFolder:
             result = trainer.fit()
         except BaseException as err:
             if interrupted.is_set() or isinstance(err, KeyboardInterrupt):
+                mark_failed(self.uri, Interrupted("Ctrl-C"), self.s3)  # before a checkpointless fresh folder goes
                 raise Interrupted(self._interrupted()) from err
             cause = storage_cause(err)
             if cause is not None:  # the storage may still be down: look at it briefly, then say how to go on
@@ -144,6 +158,7 @@ class RunFolder:
                 raise StorageError(self._storage_failed(storage_cause(value[USER_ERROR_KEY])))
             self._discard_if_fresh()
             raise UserError(value[USER_ERROR_KEY])
+        clear_status(self.uri, self.s3)
         return result
 
     def latest_checkpoint(self, s3: S3Settings | None = None) -> tuple[int, str] | None:

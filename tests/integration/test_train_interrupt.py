@@ -1,5 +1,6 @@
 """Ctrl-C during ``cmmd-dist train --workers 2`` says where the latest checkpoint is and which command resumes
-it; that command, run as printed, continues from the checkpointed epoch and finishes.
+it; that command, run as printed, continues from the checkpointed epoch and finishes. The run folder's
+``status.json`` says ``interrupted`` in between, and is gone once the resumed run has finished.
 
 A real subprocess in its own process group receives SIGINT as a terminal's Ctrl-C would send it (to the
 whole group, Ray's processes included) once its first epoch checkpoint is registered.
@@ -72,6 +73,8 @@ def test_ctrl_c_prints_a_resume_command_that_finishes_the_run(tmp_path):
     assert not any("Traceback" in ln for ln in driver), err[-3000:]
 
     argv = shlex.split(resume)
+    run_dir = Path(argv[argv.index("--resume") + 1])
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "interrupted"
     again = subprocess.run([str(BIN / argv[0]), *argv[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=240)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -80,3 +83,4 @@ def test_ctrl_c_prints_a_resume_command_that_finishes_the_run(tmp_path):
     assert [row["epoch"] for row in history] == list(range(1, EPOCHS + 1))  # nothing lost, nothing twice
     assert [row["resumed_from"] for row in history[epoch:]] == [epoch] * (EPOCHS - epoch)
     assert json.loads((results / "metrics.json").read_text())["epochs_run"] == EPOCHS
+    assert not (run_dir / "status.json").exists()  # finished: the interruption is no longer its state
