@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from cmmd_dist.errors import OneLineArgumentParser, UserError, describe_validation, run_cli, strip_debug
+from cmmd_dist.url_credentials import refuse_userinfo
 
 __all__ = ["main", "build_parser", "default_config_path", "train_overrides"]
 
@@ -69,7 +70,6 @@ def train_overrides(args: argparse.Namespace) -> dict:
         o["output_dir"] = args.out
     if getattr(args, "data", None):  # a prepared dataset, never a source: no manifest there is an error
         from cmmd_dist.storage import is_s3_uri
-        from cmmd_dist.url_credentials import refuse_userinfo
 
         refuse_userinfo(args.data, "--data")
         # absolute on the driver: Ray Train workers on a cluster would read a relative one from the raylet's folder
@@ -79,6 +79,7 @@ def train_overrides(args: argparse.Namespace) -> dict:
             from cmmd_dist.datasets.registry import dataset_name
 
             o["data"]["dataset"] = dataset_name(DataConfig(prepared=args.data))
+    refuse_userinfo(getattr(args, "storage", None), "--storage")  # each Ray node brings its own S3 keys
     dist = {k: getattr(args, k, None) for k in ("workers", "storage")}
     dist.update({k: True for k in ("use_gpu", "bf16") if getattr(args, k, False)})
     if any(v is not None for v in dist.values()):
@@ -97,6 +98,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if resume:
         from cmmd_dist.train.run_folder import resume_settings
 
+        refuse_userinfo(resume, "--resume")
         if args.config:
             raise UserError("--resume reuses the run's own config: drop --config")
         path, overrides = resume_settings(resume, overrides)
@@ -106,6 +108,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = load_run_config(path, overrides)
     except ValidationError as e:
         raise UserError(f"invalid settings: {describe_validation(e, str(path or 'defaults'), overrides)}") from e
+    refuse_userinfo(run.distributed.storage, "distributed.storage")  # from the config file
     distributed = bool(getattr(args, "workers", None) or resume)
     if not distributed:
         from cmmd_dist.train.sources import streams

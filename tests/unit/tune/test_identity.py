@@ -215,3 +215,21 @@ def test_train_makes_a_relative_data_absolute_on_the_driver(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     args = build_parser().parse_args(["train", "--dataset", "digits2v", "--data", "prepared/digits", "--workers", "2"])
     assert train_overrides(args)["data"]["prepared"] == str(tmp_path / "prepared" / "digits")
+
+
+@pytest.mark.parametrize("given", ["--storage", "distributed.storage", "--resume"])
+def test_train_refuses_s3_credentials_in_its_storage_without_showing_them(given, tmp_path):
+    """``train --storage s3://key:secret@bucket/...`` (or the config's ``distributed.storage``, or a ``--resume``
+    folder there) is refused like ``--data`` is, before anything reads the storage."""
+    from cmmd_dist.cli import build_parser, cmd_train
+
+    uri = f"s3://AKIAEXAMPLE:{SECRET}@bucket/runs"
+    argv = {"--storage": ["--storage", uri], "--resume": ["--resume", f"{uri}/digits2v-20250101-000000"],
+            "distributed.storage": ["--config", str(tmp_path / "run.yaml")]}[given]
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({"distributed": {"storage": uri}}))
+    args = build_parser().parse_args(["train", "--workers", "2", "--out", str(tmp_path / "runs"), *argv])
+    with pytest.raises(UserError) as err:
+        cmd_train(args)
+    assert SECRET not in str(err.value) and "AKIAEXAMPLE" not in str(err.value)
+    assert f"{given} s3://bucket/runs" in str(err.value) and "credentials" in str(err.value)
+    assert not (tmp_path / "runs").exists()
