@@ -64,13 +64,17 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
 
 
 def take_credentials(uri: str | None) -> str | None:
-    """``uri`` without user-info; its user and password become ``MLFLOW_TRACKING_USERNAME`` /
-    ``MLFLOW_TRACKING_PASSWORD`` of this process (where MLflow's client reads them at each request, as it
-    does ``~/.mlflow/credentials``). Never handed to Ray: only the driver talks to MLflow."""
-    from cmmd_dist.url_credentials import split_userinfo
+    """``uri`` without user-info; for a server (http/https) its user and password become
+    ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` of this process (where MLflow's client reads
+    them at each request, as it does ``~/.mlflow/credentials``). A database store (``postgresql://role@host/db``)
+    keeps its user, the database role, and loses only a password (``url_credentials.strip_password``). Never
+    handed to Ray: only the driver talks to MLflow."""
+    from cmmd_dist.url_credentials import split_userinfo, strip_password
 
     if uri is None:
         return None
+    if not uri.startswith(("http://", "https://")):  # a database store: its user names the role
+        return strip_password(uri)
     stripped, user, password = split_userinfo(uri)
     if user is not None:
         os.environ["MLFLOW_TRACKING_USERNAME"] = user

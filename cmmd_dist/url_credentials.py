@@ -13,11 +13,11 @@ node brings its own, ``storage.resolve_without_keys``). Only ``scheme://`` URLs 
 
 from __future__ import annotations
 
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from cmmd_dist.errors import UserError
 
-__all__ = ["split_userinfo", "strip_userinfo", "refuse_userinfo"]
+__all__ = ["split_userinfo", "strip_userinfo", "strip_password", "tracking_uri_shown", "refuse_userinfo"]
 
 
 def split_userinfo(uri: str) -> tuple[str, str | None, str | None]:
@@ -44,3 +44,31 @@ def refuse_userinfo(uri: str | None, option: str) -> None:
         raise UserError(f"{option} {strip_userinfo(uri)}: credentials in a URI are not accepted (they would be "
                         "stored with the sweep and printed): give them in the environment (AWS_ACCESS_KEY_ID / "
                         "AWS_SECRET_ACCESS_KEY), ~/.aws or the node's role")
+
+
+def strip_password(uri: str) -> str:
+    """A database URI (``postgresql://role:pw@host/db``) without its password; the role stays, since it names
+    who connects. A PostgreSQL password moves to this process's ``PGPASSWORD`` (libpq reads it, as it reads
+    ``~/.pgpass``); any other database's password in the URI is refused: give it in that driver's own way."""
+    import os
+
+    stripped, user, password = split_userinfo(uri)
+    if password is None:
+        return uri
+    if not uri.startswith(("postgresql", "postgres")):
+        raise UserError(f"--mlflow {stripped}: a password in a database URI is not accepted (it would be stored "
+                        "with the sweep and printed): give it in the database driver's own way")
+    os.environ["PGPASSWORD"] = password
+    return tracking_uri_shown(uri)
+
+
+def tracking_uri_shown(uri: str | None) -> str | None:
+    """A tracking URI as it may be stored and shown: a server's without user-info, a database's without its
+    password (its role stays). Changes no environment."""
+    if uri is None or uri.startswith(("http://", "https://")):
+        return strip_userinfo(uri)
+    stripped, user, _ = split_userinfo(uri)
+    if user is None:
+        return stripped
+    parts = urlsplit(stripped)
+    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}@{parts.netloc}"))

@@ -258,9 +258,9 @@ def run_sweep(settings: SweepConfig, log=print) -> dict:
 
 
 def resume_command(plan: SweepPlan) -> str:
-    from cmmd_dist.url_credentials import strip_userinfo
+    from cmmd_dist.url_credentials import tracking_uri_shown
 
-    s = plan.settings.model_copy(update={"mlflow": strip_userinfo(plan.settings.mlflow)})
+    s = plan.settings.model_copy(update={"mlflow": tracking_uri_shown(plan.settings.mlflow)})
     parts = ["python -m cmmd_dist.tune", f"--dataset {plan.dataset}", f"--name {plan.name}", "--resume"]
     for flag, value in (("--data", s.data), ("--space", s.space), ("--scenario", s.scenario), ("--preset", s.preset),
                         ("--storage", s.storage), ("--mlflow", s.mlflow), ("--out", s.output_dir if s.output_dir != "runs" else None)):

@@ -62,6 +62,24 @@ def test_userinfo_is_split_off_and_unquoted():
     assert strip_userinfo(f"https://u:{SECRET}@h") == "https://h"
 
 
+def test_a_database_store_keeps_its_role_and_loses_only_its_password(monkeypatch):
+    """``postgresql://mlflow@host/db``: the user is the database role, not a credential to move (stripping it
+    made MLflow connect as the OS user); a password goes to libpq's PGPASSWORD and is never shown."""
+    from cmmd_dist.tracking import take_credentials
+    from cmmd_dist.url_credentials import tracking_uri_shown
+
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    assert take_credentials("postgresql://mlflow@127.0.0.1:5432/db") == "postgresql://mlflow@127.0.0.1:5432/db"
+    assert "MLFLOW_TRACKING_USERNAME" not in os.environ and "PGPASSWORD" not in os.environ
+    assert take_credentials("postgresql://mlflow:s%40cret@127.0.0.1/db") == "postgresql://mlflow@127.0.0.1/db"
+    assert os.environ["PGPASSWORD"] == "s@cret"
+    assert tracking_uri_shown("postgresql://mlflow:s3cret@h/db") == "postgresql://mlflow@h/db"
+    with pytest.raises(UserError, match="mysql://h/db") as err:
+        take_credentials("mysql://me:s3cret@h/db")
+    assert "s3cret" not in str(err.value)
+
+
 def test_ui_command_shows_no_password(monkeypatch):
     from cmmd_dist.tracking import ui_command
 
