@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 __all__ = ["ModalitySpec", "DatasetSpec", "Split", "DatasetBundle", "DatasetStream", "Likelihood", "LabelKind",
-           "DATASET_NAME", "empty_split", "concat_splits"]
+           "DATASET_NAME", "empty_split", "concat_splits", "check_classes"]
 
 Likelihood = Literal["gaussian", "bernoulli", "categorical"]
 LabelKind = Literal["classes", "multilabel"]
@@ -139,10 +139,13 @@ class DatasetBundle:
             if len(getattr(self, name)) == 0:
                 raise ValueError(f"{where}: split {name!r} has no rows")
         if self.spec.label_kind == "classes":
-            classes = np.unique(self.train.labels)
-            if len(classes) < 2:
-                raise ValueError(f"{where}: the training rows hold a single class ({classes.tolist()}); "
-                                 "a classifier needs at least two")
+            check_classes(where, np.unique(self.train.labels).tolist())
+
+
+def check_classes(where: str, classes: list[int], rows: str = "the training rows") -> None:
+    """A ValueError naming ``where`` when ``rows`` hold fewer than two ``classes`` (their distinct labels)."""
+    if len(classes) < 2:
+        raise ValueError(f"{where}: {rows} hold a single class ({classes}); a classifier needs at least two")
 
 
 def empty_split(spec: DatasetSpec) -> Split:

@@ -159,16 +159,18 @@ def plan_sweep(settings: SweepConfig) -> SweepPlan:
 
 def check_before_ray(settings: SweepConfig, space: SearchSpace, base: dict) -> None:
     """What needs no Ray worker, checked before Ray starts: the trials' dataset (known, its manifest, the
-    scenario), the storage and output folders, the MLflow store (form, server answering), that a named Ray
-    cluster takes this client's token, and that a trial's workers fit the Ray this sweep would start. One-line
-    UserErrors naming the culprit."""
+    scenario, a prepared one's training classes from its Parquet footers), the storage and output folders, the
+    MLflow store (form, server answering), that a named Ray cluster takes this client's token, and that a
+    trial's workers fit the Ray this sweep would start. One-line UserErrors naming the culprit."""
+    from cmmd_dist.datasets.footer_labels import check_train_classes
+    from cmmd_dist.folds import DEV_SPLITS
     from cmmd_dist.ray_connect import check_cluster_access
     from cmmd_dist.tracking import check_tracking_uri
     from cmmd_dist.train.run_folder import check_folder_path
     from cmmd_dist.train.single import check_data
 
     run = RunConfig.model_validate(base)
-    check_data(run)
+    check_train_classes(run.data, check_data(run), DEV_SPLITS)  # the rows the trials' folds cut
     if settings.storage is not None:
         _check_storage_form(settings.storage)
     check_folder_path(settings.output_dir, "--out")

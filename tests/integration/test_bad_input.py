@@ -120,9 +120,10 @@ def bad_manifest(damage: str):
         path = root / "manifest.json"
         if damage == "empty-val":
             _rewrite(root, "val/part-00000.parquet", lambda t: t.slice(0, 0))
-        elif damage == "single-class":
-            _rewrite(root, "train/part-00000.parquet",
-                     lambda t: t.set_column(t.schema.get_field_index("label"), "label", pa.array([3] * len(t), pa.int64())))
+        elif damage.startswith("single-class"):  # "-dev": val too (a sweep's trials train on both)
+            for split in ("train", "val") if damage.endswith("-dev") else ("train",):
+                _rewrite(root, f"{split}/part-00000.parquet",
+                         lambda t: t.set_column(t.schema.get_field_index("label"), "label", pa.array([3] * len(t), pa.int64())))
         elif damage == "duplicate-row-ids":
             _rewrite(root, "train/part-00000.parquet",
                      lambda t: t.set_column(t.schema.get_field_index("row"), "row", pa.array([0] * len(t), pa.int64())))
@@ -288,6 +289,8 @@ CASES: list[Case] = [
          "--workers-per-trial 99 needs 99 CPUs (1 per worker), but the Ray this sweep starts here has"),
     Case("tune-manifest-file-twice", [*TUNE_OUT, "--data", "{tmp}/data"], "file train/part-00000.parquet is listed twice",
          bad_manifest("file-twice")),
+    Case("tune-single-class", [*TUNE_OUT, "--data", "{tmp}/data"],
+         "{tmp}/data: the training rows (train + val) hold a single class ([3])", bad_manifest("single-class-dev")),
     # data prepare
     Case("prepare-missing-source", [*CLI, "data", "prepare", "--dataset", "mnist2v", "--source", "{tmp}/nope",
                                     "--out", "{tmp}/prepared"], "nope"),
