@@ -32,12 +32,11 @@ RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))
     && pip install --no-cache-dir -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 COPY --chown=1000:100 cmmd_dist ./cmmd_dist
-COPY --chown=1000:100 search_spaces ./search_spaces
 RUN pip install --no-cache-dir --no-deps . \
     && rm -rf build cmmd_dist.egg-info \
     && python -c "import cmmd_dist, torch; assert torch.__version__.startswith('${TORCH_VERSION}')"
 
-# search_spaces/ sits in the working directory, where `python -m cmmd_dist.tune` looks for it
+# the search spaces are package data (cmmd_dist/search_spaces): `python -m cmmd_dist.tune --dataset X` finds them anywhere
 ENV PYTHONUNBUFFERED=1
 HEALTHCHECK --interval=60s --timeout=30s --start-period=30s --retries=3 CMD ["python", "-c", "import cmmd_dist"]
 CMD ["cmmd-dist", "--help"]

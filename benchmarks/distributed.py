@@ -34,10 +34,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from cmmd_dist.config import RunConfig, load_run_config
+from cmmd_dist.config import RunConfig
+from cmmd_dist.storage.yaml_files import load_run_config
 from cmmd_dist.datasets.registry import load_bundle
 from cmmd_dist.model import CMMD
-from cmmd_dist.train.batches import iterate_batches
+from cmmd_dist.datasets.tensors import iterate_batches
 from cmmd_dist.train.build import loss_weights, model_config
 from cmmd_dist.train.gather import gather_for
 from cmmd_dist.train.loop import train_epoch, train_step

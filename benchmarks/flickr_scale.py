@@ -59,8 +59,8 @@ def _prepare(src: Path, uri: str, rows_per_file: int, env: dict) -> tuple[float,
 
 
 def _train(uri: str, steps: int, out: Path) -> dict:
-    from cmmd_dist.cli import default_config_path
-    from cmmd_dist.config import load_run_config
+    from cmmd_dist.cli.app import default_config_path
+    from cmmd_dist.storage.yaml_files import load_run_config
     from cmmd_dist.train.distributed import run_distributed
 
     run = load_run_config(default_config_path("flickr"), {

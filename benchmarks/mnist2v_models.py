@@ -7,7 +7,7 @@ Writes benchmarks/results/mnist2v_models.json and .md and a Fig.-2-like PNG (mni
     .venv/bin/python benchmarks/mnist2v_models.py --budget large --no-search --device cuda
 
 Two modes, the same budget for every model:
-- default: ``cmmd_dist.compare.run_compare`` - one platform sweep per model (Ray Tune, Optuna, ASHA, k-fold CV,
+- default: ``cmmd_dist.tune.compare.run_compare`` - one platform sweep per model (Ray Tune, Optuna, ASHA, k-fold CV,
   MLflow) at the same trial budget, each champion retrained on train+val with ``--seeds`` seeds, tested once each.
 - ``--no-search``: no Ray, no Optuna, no MLflow. Each model trains with FIXED hyperparameters (:data:`FIXED`,
   untuned: CMMD's lambda is the paper's CV choice 0.4, beta = 1, the IWAE's K = 10) in one process
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from cmmd_dist.compare import KINDS, beats_mx_o, collapse_figure, markdown_table, summarise_seeds, verdict
+from cmmd_dist.tune.compare import KINDS, beats_mx_o, collapse_figure, markdown_table, summarise_seeds, verdict
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("cmmd", "mx_o", "vcca", "mvae", "mmvae_elbo", "mmvae_iwae")
@@ -118,7 +118,7 @@ def no_search(args) -> dict:
 
 def search(args) -> dict:
     """Each model tuned by its own platform sweep (same folds, trials, searcher), then ``--seeds`` retrains."""
-    from cmmd_dist.compare import run_compare
+    from cmmd_dist.tune.compare import run_compare
     from cmmd_dist.config import SweepConfig
 
     preset = args.preset or BUDGETS[args.budget]["preset"]
@@ -199,7 +199,7 @@ def _chosen_table(models: dict) -> str:
 
 
 def write(models: dict, args, wall_s: float) -> None:
-    from cmmd_dist.plots import save_png
+    from cmmd_dist.tracking.plots import save_png
 
     for name, m in models.items():
         m["paper"] = PAPER.get(name)

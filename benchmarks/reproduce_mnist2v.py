@@ -68,7 +68,7 @@ def mmd_step_overhead(run_best: RunConfig, run_elbo: RunConfig, steps: int, batc
     """Median training-step time at the best lambda / at lambda = 1 (no MMD computed), minus 1; interleaved."""
     from cmmd_dist.datasets.registry import load_bundle
     from cmmd_dist.model import CMMD
-    from cmmd_dist.train.batches import iterate_batches
+    from cmmd_dist.datasets.tensors import iterate_batches
     from cmmd_dist.train.build import loss_weights, model_config
     from cmmd_dist.train.loop import train_step
     from cmmd_dist.train.single import seed_everything, split_tensors
@@ -218,9 +218,9 @@ def main() -> None:
     timing = mmd_step_overhead(run_best, run_elbo, args.steps)
 
     from cmmd_dist.datasets.registry import load_bundle
-    from cmmd_dist.evaluate import COLLAPSE_EPS
+    from cmmd_dist.evaluation.metrics import COLLAPSE_EPS
     from cmmd_dist.model import CMMD, CMMDConfig
-    from cmmd_dist.plots import report_figures, save_png
+    from cmmd_dist.tracking.plots import report_figures, save_png
     from cmmd_dist.train.single import split_tensors
 
     core = CMMD(CMMDConfig.from_dict(best_res["model_config"]))

@@ -37,7 +37,7 @@ import yaml
 
 from cmmd_dist.config import SweepConfig
 from cmmd_dist.tune import run_sweep
-from cmmd_dist.tune.search_space import load_search_space
+from cmmd_dist.tune.search_space import load_search_space, packaged_spaces
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "search.json"
@@ -57,7 +57,7 @@ SETUPS = {
 def space_file(tmp: Path, dataset: str, search: str, epochs: int, lr: float) -> Path:
     """The search space of one search, as a YAML the sweep reads (``--space``)."""
     setup = SETUPS[dataset]
-    full = load_search_space(ROOT / "search_spaces" / f"{dataset}.yaml")
+    full = load_search_space(packaged_spaces() / f"{dataset}.yaml")
     paper = full.with_preset(setup["preset"])
     raw = paper.model_dump(exclude_none=True)
     for section, values in setup["fixed"].items():

@@ -35,8 +35,8 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from cmmd_dist.cli import default_config_path
-from cmmd_dist.config import load_run_config
+from cmmd_dist.cli.app import default_config_path
+from cmmd_dist.storage.yaml_files import load_run_config
 from cmmd_dist.datasets.registry import get_spec
 from cmmd_dist.model import CMMD, CMMDConfig
 from cmmd_dist.train.build import loss_weights, model_config

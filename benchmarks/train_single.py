@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from cmmd_dist.cli import default_config_path
-from cmmd_dist.config import load_run_config
+from cmmd_dist.cli.app import default_config_path
+from cmmd_dist.storage.yaml_files import load_run_config
 from cmmd_dist.train.single import run_training
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_single.json"

@@ -7,26 +7,25 @@ finite (``.nan`` / ``.inf`` in a YAML, ``--lr inf``: refused, not a NaN training
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["DataConfig", "ModelConfig", "LossConfig", "TrainConfig", "DistributedConfig", "RunConfig", "SweepConfig",
-           "load_run_config"]
+           "Folds", "DATASET_NAME"]
 
 LikelihoodName = Literal["gaussian", "bernoulli", "categorical"]
 SEED_MAX = 2**32 - 1  # numpy's and scikit-learn's seeds are 32-bit
 # device kinds a run may name; whether one is present is checked where the run trains (train.single.train_device)
 DEVICE_PATTERN = r"^(cpu|cuda(:[0-9]+)?|mps)$"
+# a dataset's, sweep's or run's name: a folder under a storage and a registered model's name
+DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def _plain_name(name: str | None) -> str | None:
     """A sweep's or run's name, which is its folder under the storage: the dataset-name rule
-    (``datasets.spec.DATASET_NAME``), so that it never leaves the storage ('../x', '/x', 'a/b')."""
-    from cmmd_dist.datasets.spec import DATASET_NAME
-
+    (:data:`DATASET_NAME`), so that it never leaves the storage ('../x', '/x', 'a/b')."""
     if name is not None and not DATASET_NAME.match(name):
         raise ValueError(f"{name!r} is not a plain name: letters, digits, '.', '_' or '-' (at most 64), starting "
                          "with a letter or digit (no '/', no '..')")
@@ -176,6 +175,16 @@ class DistributedConfig(_Strict):
                             "None: <dataset>-<timestamp>")
 
 
+class Folds(_Strict):
+    """Cross-validation inside every trial, over the train+val rows (test stays untouched)."""
+
+    k: int = Field(3, ge=2, description="number of folds")
+    strategy: Literal["stratified", "kfold", "grouped"] = Field(
+        "stratified", description="stratified by class, plain k-fold, or grouped by the dataset's group column"
+    )
+    seed: int = Field(0, description="seed of the fold assignment")
+
+
 class RunConfig(_Strict):
     """One training run."""
 
@@ -190,9 +199,9 @@ class RunConfig(_Strict):
 class SweepConfig(_Strict):
     """One hyperparameter sweep (``python -m cmmd_dist.tune``); unset values come from the search space."""
 
-    dataset: str | None = Field(None, description="dataset name; its search space is search_spaces/<dataset>.yaml; "
+    dataset: str | None = Field(None, description="dataset name; its search space is the packaged cmmd_dist/search_spaces/<dataset>.yaml; "
                                 "None: the name in the manifest of `data`, else the `space` file's, else digits2v")
-    space: str | None = Field(None, description="search-space YAML path; None: search_spaces/<dataset>.yaml")
+    space: str | None = Field(None, description="search-space YAML path; None: the packaged space of the dataset")
     scenario: str | None = Field(None, description="observed-modality scenario; each scenario is its own sweep")
     preset: str | None = Field(None, description="named preset of the space (paper, smoke, ...)")
     num_trials: int | None = Field(None, ge=1, description="trials to run; None: the space's")
@@ -219,52 +228,3 @@ class SweepConfig(_Strict):
     retrain: bool = Field(True, description="retrain the best configuration on train+val and test it once")
     output_dir: str = Field("runs", min_length=1, description="folder for the summary JSON and retrained model")
     mlflow: str | None = Field(None, description="MLflow tracking URI; None: MLFLOW_TRACKING_URI or the embedded store")
-
-
-def load_run_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
-    """RunConfig from a YAML file (or defaults), with nested overrides like {'train': {'epochs': 3}}.
-
-    ``path`` may be a local file or an ``s3://`` URI. A missing or unreadable file and bad YAML are a
-    one-line ``UserError`` naming the file; a value or key the models refuse is pydantic's
-    ``ValidationError`` (``errors.describe_validation`` words it on one line)."""
-    raw: dict = {}
-    if path is not None:
-        raw = _read_yaml_mapping(str(path))
-    for section, values in (overrides or {}).items():
-        if isinstance(values, dict):
-            raw.setdefault(section, {})
-            raw[section] = {**raw[section], **values}
-        else:
-            raw[section] = values
-    return RunConfig.model_validate(raw)
-
-
-def _read_yaml_mapping(path: str, what: str = "run config") -> dict:
-    """The mapping in a YAML file (local or s3://); a one-line UserError names the file otherwise
-    (``what``: the kind of file, for the message: run config, search space)."""
-    from cmmd_dist.errors import UserError
-    from cmmd_dist.storage import is_s3_uri, read_bytes
-
-    try:
-        data = read_bytes(path) if is_s3_uri(path) else Path(path).read_bytes()
-        text = data.decode("utf-8")
-    except FileNotFoundError as err:
-        raise UserError(f"{path}: {'config' if what == 'run config' else what} file not found") from err
-    except (IsADirectoryError, NotADirectoryError) as err:
-        raise UserError(f"{path}: is a folder, expected a YAML {what} file") from err
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not a YAML {what}: not UTF-8 text (byte {err.start} is {data[err.start]:#04x})") from err
-    except PermissionError as err:
-        raise UserError(f"{path}: cannot read the {what} file ({err.__class__.__name__})") from err
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise UserError(f"{path}: not valid YAML{at}: {problem}") from err
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: a {what} must be a mapping, got {type(raw).__name__}")
-    return raw

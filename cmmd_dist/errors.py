@@ -9,19 +9,18 @@ unreachable service): it is raised as :class:`UserError` (or a subclass such as
 
 and exits 2, without a traceback. ``--debug`` or ``CMMD_DEBUG=1`` shows the traceback instead.
 Ctrl-C exits 130 with one line (:class:`Interrupted` adds what to do next, e.g. the resume command).
-Anything else is a bug and keeps its traceback. Parsers built on :class:`OneLineArgumentParser`
+Anything else is a bug and keeps its traceback. Parsers built on ``cli.parser.OneLineArgumentParser``
 report a bad option the same way (argparse's default adds a usage block).
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
 import os
 import sys
 from collections.abc import Callable
 
-__all__ = ["UserError", "Interrupted", "OneLineArgumentParser", "one_line", "describe_validation", "debug_enabled",
+__all__ = ["UserError", "Interrupted", "one_line", "describe_validation", "debug_enabled",
            "strip_debug", "run_cli", "EXIT_USER_ERROR", "EXIT_INTERRUPTED"]
 
 EXIT_USER_ERROR = 2
@@ -35,17 +34,6 @@ class UserError(Exception):
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C with something to say: where the work stands and the command that continues it."""
-
-
-class OneLineArgumentParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line and exit 2, like every other user error.
-
-    Subparsers made with ``add_subparsers().add_parser`` inherit the class, so one top-level
-    parser of this class makes every subcommand's option errors one line too."""
-
-    def error(self, message: str):  # argparse's contract: never returns
-        print(f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
 
 
 def _cause(err: BaseException) -> BaseException:

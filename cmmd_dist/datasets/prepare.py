@@ -112,6 +112,6 @@ def add_data_subcommand(subparsers: argparse._SubParsersAction) -> argparse.Argu
 
 
 if __name__ == "__main__":  # a thin wrapper: the same parser and error handling as cmmd-dist
-    from cmmd_dist.cli import main
+    from cmmd_dist.cli.app import main
 
     sys.exit(main(sys.argv[1:]))

@@ -8,7 +8,6 @@ the same splits, each read as a sequence of bounded row blocks (``data prepare``
 
 from __future__ import annotations
 
-import re
 import typing
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -16,13 +15,14 @@ from typing import Literal
 
 import numpy as np
 
+# a dataset's name becomes part of run folders, experiment and registered-model names: no '/' or '..'
+from cmmd_dist.config import DATASET_NAME  # one rule for dataset, sweep and run names
+
 __all__ = ["ModalitySpec", "DatasetSpec", "Split", "DatasetBundle", "DatasetStream", "Likelihood", "LabelKind",
            "DATASET_NAME", "empty_split", "concat_splits", "check_classes"]
 
 Likelihood = Literal["gaussian", "bernoulli", "categorical"]
 LabelKind = Literal["classes", "multilabel"]
-# a dataset's name becomes part of run folders, experiment and registered-model names: no '/' or '..'
-DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class DatasetSpec:
 
     ``scenarios`` maps a scenario name to the tuple of OBSERVED modality names; the rest are missing.
     ``default_scenario`` is the one training uses unless told otherwise. ``coherence`` maps each modality that
-    a unimodal classifier labels for the coherence figure (``cmmd_dist.coherence``) to that classifier's
+    a unimodal classifier labels for the coherence figure (``cmmd_dist.evaluation.coherence``) to that classifier's
     feature net, ``mlp`` or ``conv``; empty: the dataset has no coherence figure."""
 
     name: str

@@ -17,7 +17,7 @@ Memory of one stream (``B`` bytes a row, ``F`` rows a file): about ``(prefetch +
 files in flight plus ``2 * (shuffle_buffer + F) * B`` for the buffer while it is permuted. Nothing
 depends on the number of rows in the dataset.
 
-Every batch is ``{column: array}`` plus ``"ids"``: stable row ids (``cmmd_dist.folds.row_ids``: the
+Every batch is ``{column: array}`` plus ``"ids"``: stable row ids (``cmmd_dist.train.folds.row_ids``: the
 split's code times 10^12 plus the ``row`` column), which the fold filter and the tests key on.
 """
 
@@ -69,7 +69,7 @@ class ShardStream:
         settings: S3Settings | None = None,
         manifest: dict | None = None,
     ):
-        from cmmd_dist.folds import row_ids  # folds name rows; this module only carries the names
+        from cmmd_dist.datasets.row_ids import row_ids  # folds name rows; this module only carries the names
 
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")

@@ -3,7 +3,7 @@
 Imports torch only: no Ray, no MLflow, no file IO.
 """
 
-from cmmd_dist.model.baselines import BASELINE_KINDS, BaselineConfig, MxO, make_model
+from cmmd_dist.model.baselines import BASELINE_KINDS, BaselineConfig, MxO
 from cmmd_dist.model.cmmd import CMMD, CMMDConfig, CMMDOutput, ModalityDef, PriorClassifier
 from cmmd_dist.model.likelihoods import (
     BernoulliLikelihood,
@@ -12,6 +12,7 @@ from cmmd_dist.model.likelihoods import (
     make_likelihood,
 )
 from cmmd_dist.model.loss import LossWeights, classification_loss, cmmd_loss, gaussian_kl
+from cmmd_dist.model.factory import make_model
 from cmmd_dist.model.mmd import gaussian_kernel, mmd
 from cmmd_dist.model.mmvae import MMVAE
 from cmmd_dist.model.mvae import MVAE

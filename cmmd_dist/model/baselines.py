@@ -31,7 +31,7 @@ from cmmd_dist.model.likelihoods import make_likelihood
 from cmmd_dist.model.loss import LossWeights, classification_loss
 from cmmd_dist.model.networks import MLP, conv_decoder
 
-__all__ = ["BASELINE_KINDS", "BaselineConfig", "MultimodalVAE", "MxO", "make_model", "product_of_experts",
+__all__ = ["BASELINE_KINDS", "BaselineConfig", "MultimodalVAE", "MxO", "product_of_experts",
            "standard_normal_log_prob", "gaussian_log_prob"]
 
 BASELINE_KINDS = ("vcca", "mvae", "mmvae", "mx_o")
@@ -202,17 +202,3 @@ class MxO(nn.Module):
 
     def collapse_params(self, batch: dict) -> None:
         return None
-
-
-def make_model(cfg: CMMDConfig, params: BaselineConfig | None = None) -> nn.Module:
-    """CMMD (``params`` None or kind 'cmmd') or the baseline of ``params.kind`` over the networks of ``cfg``."""
-    from cmmd_dist.model.cmmd import CMMD
-    from cmmd_dist.model.mmvae import MMVAE
-    from cmmd_dist.model.mvae import MVAE
-    from cmmd_dist.model.vcca import VCCA
-
-    kind = "cmmd" if params is None else params.kind
-    classes = {"cmmd": None, "vcca": VCCA, "mvae": MVAE, "mmvae": MMVAE, "mx_o": MxO}
-    if kind not in classes:
-        raise ValueError(f"unknown model kind {kind!r}: use one of {sorted(classes)}")
-    return CMMD(cfg) if kind == "cmmd" else classes[kind](cfg, params)

@@ -2,7 +2,7 @@
 
 import sys
 
-from cmmd_dist.cli import main
+from cmmd_dist.cli.app import main
 
 if __name__ == "__main__":
     sys.exit(main(["train", *sys.argv[1:]]))

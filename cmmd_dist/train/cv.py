@@ -44,10 +44,10 @@ from cmmd_dist.datasets.registry import load_bundle
 from cmmd_dist.datasets.spec import DatasetSpec, Split
 from cmmd_dist.datasets.shards import manifest_spec
 from cmmd_dist.errors import UserError
-from cmmd_dist.folds import (DEV_SPLITS, assign_folds, development_ids, development_split, fold_keep, fold_positions,
-                             prepared_fold_ids, row_ids)
-from cmmd_dist.tune.search_space import Folds
-from cmmd_dist.train.batches import RowView, SplitTensors
+from cmmd_dist.train.folds import DEV_SPLITS, assign_folds, development_ids, development_split, fold_keep, fold_positions, prepared_fold_ids
+from cmmd_dist.datasets.row_ids import row_ids
+from cmmd_dist.config import Folds
+from cmmd_dist.datasets.tensors import RowView, SplitTensors
 from cmmd_dist.train.build import build_model, loss_weights
 from cmmd_dist.train.checkpoint import restore_rng, rng_state
 from cmmd_dist.train.loop import train_epoch

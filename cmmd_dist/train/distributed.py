@@ -45,12 +45,12 @@ from cmmd_dist.config import RunConfig
 from cmmd_dist.datasets.registry import load_bundle
 from cmmd_dist.datasets.shards import manifest_spec
 from cmmd_dist.datasets.spec import DatasetBundle, DatasetSpec, Split
-from cmmd_dist.evaluate import run_coherence
+from cmmd_dist.evaluation.metrics import run_coherence
 from cmmd_dist.errors import UserError, one_line
-from cmmd_dist.folds import development_split
+from cmmd_dist.train.folds import development_split
 from cmmd_dist.model import CMMD
 from cmmd_dist.storage import S3Settings, is_s3_uri, resolve_without_keys
-from cmmd_dist.train.batches import RowView, SplitTensors
+from cmmd_dist.datasets.tensors import RowView, SplitTensors
 from cmmd_dist.train.build import build_model, loss_weights, model_config
 from cmmd_dist.train.checkpoint import STATE_FILE, ResumeState, load_checkpoint, load_file, save_checkpoint
 from cmmd_dist.train.gather import gather_for
@@ -98,7 +98,7 @@ def setup(run: RunConfig, s3: S3Settings | None = None, on_step: StepHook | None
           retrain: bool = False) -> ray.train.torch.TorchTrainer:
     """The TorchTrainer of a run (``retrain``: on train+val, no validation); connects to Ray first (RAY_ADDRESS
     or a running cluster, else starts one locally)."""
-    from cmmd_dist.ray_connect import connect_ray
+    from cmmd_dist.train.ray_connect import connect_ray
 
     connect_ray()
     quick_report_polling()

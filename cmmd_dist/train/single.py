@@ -26,14 +26,14 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from cmmd_dist.coherence import coherence_judges
+from cmmd_dist.evaluation.coherence import coherence_judges
 from cmmd_dist.config import RunConfig
 from cmmd_dist.datasets.registry import load_bundle
 from cmmd_dist.datasets.spec import DatasetBundle, DatasetSpec
 from cmmd_dist.errors import UserError, one_line
-from cmmd_dist.evaluate import evaluate_baseline, evaluate_model
+from cmmd_dist.evaluation.metrics import evaluate_baseline, evaluate_model
 from cmmd_dist.model import CMMD, PriorClassifier
-from cmmd_dist.train.batches import RowView, SplitTensors, iterate_batches
+from cmmd_dist.datasets.tensors import RowView, SplitTensors, iterate_batches
 from cmmd_dist.train.build import build_model, loss_weights, model_config
 from cmmd_dist.train.loop import baseline_epoch, evaluate_loss, placement, train_epoch
 from cmmd_dist.train.optim import make_optimizer
@@ -250,7 +250,7 @@ def _fit_into(run: RunConfig, bundle: DatasetBundle, out: Path, log) -> dict:
 
 def _dev_and_test(run: RunConfig, bundle: DatasetBundle) -> tuple[SplitTensors, SplitTensors, SplitTensors | None]:
     """(train+val rows, test rows, the unlabeled rows when pretraining) on ``train.device``."""
-    from cmmd_dist.folds import development_split
+    from cmmd_dist.train.folds import development_split
 
     obs, mis = bundle.spec.scenario_names(run.data.scenario)
     extra = bundle.extra.get("unlabeled") if run.train.pretrain_epochs else None

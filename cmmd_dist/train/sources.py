@@ -10,7 +10,7 @@ Streamed, each worker reads only its part of the shards every epoch (:class:`Sha
 order and a bounded shuffle buffer seeded by the epoch, ``data.shuffle_buffer`` rows, ``data.prefetch``
 files read ahead), the same number of rows on every rank, and the evaluation splits come in chunks of
 ``EVAL_CHUNK`` rows. :class:`StreamedRows` turns the stream's numpy batches into the training batches
-of ``cmmd_dist.train.batches`` on the worker's device; :func:`stage_batches` and :func:`eval_chunks`
+of ``cmmd_dist.datasets.tensors`` on the worker's device; :func:`stage_batches` and :func:`eval_chunks`
 let the loops take either kind of rows unchanged.
 
 The test evaluation also reports ``latent_accuracy`` on multi-class data (``evaluate.latent_classification``):
@@ -30,7 +30,7 @@ from cmmd_dist.config import DataConfig
 from cmmd_dist.datasets.spec import DatasetSpec, Split
 from cmmd_dist.datasets.streaming import ShardStream
 from cmmd_dist.storage import S3Settings
-from cmmd_dist.train.batches import RowView, SplitTensors, iterate_batches
+from cmmd_dist.datasets.tensors import RowView, SplitTensors, iterate_batches
 
 __all__ = ["StreamedRows", "streams", "decoded_bytes", "stage_batches", "eval_chunks", "eval_batches", "stream_of",
            "evaluate_rows", "latent_sample", "EVAL_CHUNK", "LATENT_FIT_ROWS"]
@@ -152,7 +152,7 @@ def evaluate_rows(core: torch.nn.Module, rows: SplitTensors | StreamedRows, with
     """``evaluate.evaluate_model`` of rows in memory, ``evaluate.evaluate_chunks`` of streamed ones; with
     ``latent`` (training rows: a sample in memory, or a stream whose first batch is the sample) and multi-class
     data, also ``latent_accuracy``."""
-    from cmmd_dist.evaluate import evaluate_chunks, evaluate_model
+    from cmmd_dist.evaluation.metrics import evaluate_chunks, evaluate_model
 
     fit = None if latent is None or core.cfg.multilabel else _latent_fit_rows(latent)
     if isinstance(rows, StreamedRows):

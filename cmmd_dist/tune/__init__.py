@@ -17,7 +17,7 @@ import importlib
 
 __all__ = ["run_sweep", "plan_sweep", "SweepPlan", "SweepFailed", "champion_row", "sweep_base", "main"]
 
-_HOME = {"main": "cmmd_dist.tune.options", **{n: "cmmd_dist.tune.sweep" for n in __all__ if n != "main"}}
+_HOME = {"main": "cmmd_dist.cli.tune", **{n: "cmmd_dist.tune.sweep" for n in __all__ if n != "main"}}
 
 
 def __getattr__(name: str):

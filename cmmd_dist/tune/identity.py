@@ -37,7 +37,7 @@ FLAGS = {"dataset": "--dataset", "data": "--data", "space": "--space", "scenario
 def _normal(field: str, value: str | None) -> str | None:
     """A value as recorded: local paths absolute, the tracking URI resolved and without credentials."""
     from cmmd_dist.storage import is_s3_uri
-    from cmmd_dist.tracking import resolve_tracking_uri
+    from cmmd_dist.tracking.store import resolve_tracking_uri
 
     if field == "mlflow":
         return resolve_tracking_uri(value)
@@ -107,7 +107,7 @@ def _given_or_saved(settings: SweepConfig, saved: dict, where: str) -> SweepConf
     for field, flag in FLAGS.items():
         value = getattr(settings, field)
         if value is not None and _normal(field, value) != saved.get(field):
-            from cmmd_dist.url_credentials import strip_userinfo
+            from cmmd_dist.storage.url_credentials import strip_userinfo
 
             raise _refused(where, flag, saved.get(field), _normal(field, value) if field == "mlflow"
                            else strip_userinfo(value))
@@ -118,7 +118,7 @@ def _given_or_saved(settings: SweepConfig, saved: dict, where: str) -> SweepConf
 def resume_identity(settings: SweepConfig) -> SweepConfig:
     """The settings a sweep plans with: no S3 credentials in a URI; a ``--resume --name`` sweep's identity
     filled in from its ``sweep.json`` (an option given that differs: refused, naming both)."""
-    from cmmd_dist.url_credentials import refuse_userinfo
+    from cmmd_dist.storage.url_credentials import refuse_userinfo
 
     refuse_userinfo(settings.storage, "--storage")
     refuse_userinfo(settings.data, "--data")
@@ -145,7 +145,7 @@ def check_resumed(plan, replan):
         if field in saved and now[field] != saved[field]:
             if flag is None:
                 raise UserError(f"--resume: the search space of sweep {plan.exp_path} changed since it started "
-                                f"({now['space'] or 'search_spaces/' + plan.dataset + '.yaml'}, preset "
+                                f"({now['space'] or 'cmmd_dist/search_spaces/' + plan.dataset + '.yaml'}, preset "
                                 f"{plan.settings.preset or 'none'}): put it back, or start a new sweep under "
                                 "another --name")
             raise _refused(plan.exp_path, flag, saved[field], now[field])

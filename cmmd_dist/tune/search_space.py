@@ -1,4 +1,4 @@
-"""Declarative search spaces (``search_spaces/<dataset>.yaml``) parsed into typed objects.
+"""Declarative search spaces (``cmmd_dist/search_spaces/<dataset>.yaml``, package data) parsed into typed objects.
 
 A space names distributions over dotted run-config paths (``loss.lam``, ``train.lr``, ``model.zdim``)
 plus two derived kinds per network, ``model.<net>_depth`` and ``model.<net>_width``, which become
@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cmmd_dist.config import RunConfig
+from cmmd_dist.config import Folds, RunConfig
 
-__all__ = ["Distribution", "Folds", "SearchSpace", "Preset", "load_search_space", "apply_params", "NETS"]
+__all__ = ["Distribution", "SearchSpace", "Preset", "load_search_space", "packaged_spaces", "apply_params", "NETS"]
 
 NETS = ("encoder", "prior", "decoder", "classifier")
 
@@ -52,16 +52,6 @@ class Distribution(_Strict):
 
     def bounds(self) -> list[float]:
         return list(self.values) if self.dist in ("choice", "grid") else [self.low, self.high]  # type: ignore[list-item]
-
-
-class Folds(_Strict):
-    """Cross-validation inside every trial, over the train+val rows (test stays untouched)."""
-
-    k: int = Field(3, ge=2, description="number of folds")
-    strategy: Literal["stratified", "kfold", "grouped"] = Field(
-        "stratified", description="stratified by class, plain k-fold, or grouped by the dataset's group column"
-    )
-    seed: int = Field(0, description="seed of the fold assignment")
 
 
 class Asha(_Strict):
@@ -194,24 +184,26 @@ def apply_params(base: dict, params: dict[str, Any]) -> dict:
     return out
 
 
-def load_search_space(path_or_dataset: str | Path, root: str | Path = "search_spaces") -> SearchSpace:
-    """A SearchSpace from a YAML path, or from ``<root>/<dataset>.yaml`` given a dataset name."""
+def packaged_spaces() -> Path:
+    """The folder of the search spaces that ship inside the package (``cmmd_dist/search_spaces``)."""
     from importlib import resources
 
-    from cmmd_dist.config import _read_yaml_mapping
+    return Path(str(resources.files("cmmd_dist") / "search_spaces"))
 
-    packaged_root = Path(str(resources.files("cmmd_dist"))).parent / "search_spaces"
+
+def load_search_space(path_or_dataset: str | Path) -> SearchSpace:
+    """A SearchSpace from a YAML path, or the packaged ``cmmd_dist/search_spaces/<dataset>.yaml``
+    given a dataset name (no suffix)."""
+    from cmmd_dist.storage.yaml_files import read_yaml_mapping
+
     p = Path(path_or_dataset)
     if not p.suffix and not p.is_dir():
-        p = Path(root) / f"{path_or_dataset}.yaml"
-        if not p.exists():
-            packaged = packaged_root / p.name
-            p = packaged if packaged.exists() else p
+        p = packaged_spaces() / f"{path_or_dataset}.yaml"
     if not p.exists():
-        known = sorted(f.stem for f in Path(root).glob("*.yaml")) or sorted(f.stem for f in packaged_root.glob("*.yaml"))
+        known = sorted(f.stem for f in packaged_spaces().glob("*.yaml"))
         what = f"dataset {path_or_dataset!r}" if not Path(path_or_dataset).suffix else "search space"
         raise FileNotFoundError(f"unknown {what}: no search space {p}; the spaces here are for: {', '.join(known)}")
-    raw = _read_yaml_mapping(str(p), "search space")  # a one-line UserError naming the file
+    raw = read_yaml_mapping(str(p), "search space")  # a one-line UserError naming the file
     try:
         return SearchSpace.model_validate(raw)
     except ValidationError as e:

@@ -3,7 +3,7 @@ per trial), retrain the champion on train+val and test it once, register it in M
 
 Every trial is judged by one figure, the space's ``figure`` (the best fold-mean CV metric so far,
 ``best_cv_metric``): the searcher is told it, ASHA prunes on it, and the champion is the best finished trial by
-it. The trials themselves are ``cmmd_dist.tune.trial``; the command line, ``cmmd_dist.tune.options``.
+it. The trials themselves are ``cmmd_dist.tune.trial``; the command line, ``cmmd_dist.cli.tune``.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def _space_for(settings: SweepConfig, dataset: str | None) -> SearchSpace:
         except FileNotFoundError as err:
             if settings.data:
                 raise UserError(f"no search space for dataset {dataset!r} (named by the manifest of --data "
-                                f"{settings.data}): write one and pass --space FILE.yaml (search_spaces/digits2v.yaml "
+                                f"{settings.data}): write one and pass --space FILE.yaml (cmmd_dist/search_spaces/digits2v.yaml "
                                 "is a template)") from None
             raise UserError(err.args[0]) from None
     return space.with_preset(settings.preset)
@@ -163,9 +163,9 @@ def check_before_ray(settings: SweepConfig, space: SearchSpace, base: dict) -> N
     MLflow store (form, server answering), that a named Ray cluster takes this client's token, and that a
     trial's workers fit the Ray this sweep would start. One-line UserErrors naming the culprit."""
     from cmmd_dist.datasets.footer_labels import check_train_classes
-    from cmmd_dist.folds import DEV_SPLITS
-    from cmmd_dist.ray_connect import check_cluster_access
-    from cmmd_dist.tracking import check_tracking_uri
+    from cmmd_dist.train.folds import DEV_SPLITS
+    from cmmd_dist.train.ray_connect import check_cluster_access
+    from cmmd_dist.tracking.store import check_tracking_uri
     from cmmd_dist.train.run_folder import check_folder_path
     from cmmd_dist.train.single import check_data
 
@@ -227,15 +227,15 @@ def run_sweep(settings: SweepConfig, log=print) -> dict:
     Checks come first (:func:`plan_sweep`), then the sweep's MLflow run; every way out ends that run:
     FINISHED with a registered champion, FAILED (an error, or no trial finished its CV: nothing is
     registered) or KILLED (Ctrl-C; the message says how to resume)."""
-    from cmmd_dist.tracking import take_credentials
+    from cmmd_dist.tracking.store import take_credentials
     from cmmd_dist.tune.identity import record_identity
 
     # a user and password in --mlflow go to this process's environment: no URI stored or printed carries them
     settings = settings.model_copy(update={"mlflow": take_credentials(settings.mlflow)})
     plan = plan_sweep(settings)
     record_identity(plan, log)
-    from cmmd_dist.ray_connect import connect_ray
-    from cmmd_dist.ray_env import keep_credentials_out_of_runtime_env
+    from cmmd_dist.train.ray_connect import connect_ray
+    from cmmd_dist.tune.ray_env import keep_credentials_out_of_runtime_env
     from cmmd_dist.tune.sweep_tracking import start_recorder
 
     keep_credentials_out_of_runtime_env()
@@ -260,7 +260,7 @@ def run_sweep(settings: SweepConfig, log=print) -> dict:
 
 
 def resume_command(plan: SweepPlan) -> str:
-    from cmmd_dist.url_credentials import tracking_uri_shown
+    from cmmd_dist.storage.url_credentials import tracking_uri_shown
 
     s = plan.settings.model_copy(update={"mlflow": tracking_uri_shown(plan.settings.mlflow)})
     parts = ["python -m cmmd_dist.tune", f"--dataset {plan.dataset}", f"--name {plan.name}", "--resume"]
@@ -367,7 +367,7 @@ def _search_and_register(plan: SweepPlan, recorder, log) -> dict:
     if recorder.lost:
         log(f"MLflow {recorder.tracker.uri} was away: {recorder.lost} tracking writes are lost")
     if "model_uri" in summary:
-        from cmmd_dist.tracking import ui_command
+        from cmmd_dist.tracking.store import ui_command
 
         log(f"registered {summary['model_uri']}\nbrowse the sweep: {ui_command(settings.mlflow)}")
     out = Path(settings.output_dir) / f"{name}-summary.json"

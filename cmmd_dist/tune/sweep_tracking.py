@@ -14,7 +14,7 @@ from __future__ import annotations
 import yaml
 from ray import tune
 
-from cmmd_dist.tracking import SweepRecorder
+from cmmd_dist.tracking.store import SweepRecorder
 from cmmd_dist.train.metrics import SweepGauges
 
 __all__ = ["MlflowTrials", "trial_state", "start_recorder", "finish_sweep", "sweep_figures"]
@@ -91,8 +91,8 @@ def finish_sweep(recorder: SweepRecorder, summary: dict, retrain: dict, bundle, 
     On a dataset that asks for coherence (mst) the retrain's test figures carry it (``evaluate.run_coherence``)
     and the judges' cache file (``retrain["coherence_judges"]``, under the run's ``output_dir``) is logged as the
     retrain run's artifact ``coherence/<file>``."""
-    from cmmd_dist.plots import report_figures
-    from cmmd_dist.train.batches import SplitTensors
+    from cmmd_dist.tracking.plots import report_figures
+    from cmmd_dist.datasets.tensors import SplitTensors
 
     spec = bundle.spec
     obs, mis = spec.scenario_names(run_config["data"].get("scenario"))

@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 from cmmd_dist.config import RunConfig
-from cmmd_dist.tune.search_space import Folds, apply_params
+from cmmd_dist.config import Folds
+from cmmd_dist.tune.search_space import apply_params
 
 __all__ = ["trial_fn", "cv_loop", "cv_worker", "TrialCheckpoints"]
 

@@ -17,7 +17,7 @@ Train controller whose reports could be stuck.
   regression test checks the hand-over is still built that way:
   ``tests/unit/tune/test_workarounds.py::test_train_reports_still_reach_tune_through_one_slot_queues``).
 
-``cmmd_dist.ray_env`` holds the third (credentials copied into trial runtime envs, ray#28276), with its test.
+``cmmd_dist.tune.ray_env`` holds the third (credentials copied into trial runtime envs, ray#28276), with its test.
 """
 
 from __future__ import annotations

@@ -348,7 +348,7 @@ def _mlflow_state(uri: str) -> tuple[int, list[str]]:
 def shared(tmp_path_factory) -> Shared:
     from cmmd_dist.datasets.loaders import DIGITS2V_SPEC
     from cmmd_dist.model import CMMD, CMMDConfig, ModalityDef
-    from cmmd_dist.tracking import Tracker
+    from cmmd_dist.tracking.store import Tracker
 
     base = tmp_path_factory.mktemp("shared")
     subprocess.run([*CLI, "data", "prepare", "--dataset", "digits2v", "--limit", "64", "--out", str(base / "d2v")],
@@ -423,7 +423,7 @@ TINY = {"zdim": 4, "encoder_hidden": [16], "prior_hidden": [16], "decoder_hidden
 
 
 def ray_run(tmp_path: Path, data: dict, workers: int = 2, **distributed):
-    from cmmd_dist.config import load_run_config
+    from cmmd_dist.storage.yaml_files import load_run_config
 
     return load_run_config(None, {
         "data": data, "model": TINY,

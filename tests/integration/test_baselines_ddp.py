@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from cmmd_dist.config import load_run_config
+from cmmd_dist.storage.yaml_files import load_run_config
 from cmmd_dist.model import BaselineConfig, CMMDConfig, LossWeights, ModalityDef, make_model
 from cmmd_dist.train.distributed import run_distributed
 from cmmd_dist.train.loop import train_step

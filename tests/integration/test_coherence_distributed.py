@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cmmd_dist import coherence
-from cmmd_dist.coherence import Recipe
+from cmmd_dist.evaluation import coherence
+from cmmd_dist.evaluation.coherence import Recipe
 from cmmd_dist.config import RunConfig
 
 MNIST_PKL = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist.pkl.gz"

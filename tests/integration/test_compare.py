@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from cmmd_dist.compare import run_compare
+from cmmd_dist.tune.compare import run_compare
 from cmmd_dist.config import SweepConfig
 
 pytestmark = pytest.mark.integration

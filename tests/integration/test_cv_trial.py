@@ -24,13 +24,14 @@ import numpy as np
 import pytest
 import torch
 
-from cmmd_dist.config import load_run_config
+from cmmd_dist.storage.yaml_files import load_run_config
 from cmmd_dist.datasets.prepare import prepare
 from cmmd_dist.datasets.registry import load_bundle
 from cmmd_dist.datasets.synth import synth_like_flickr
-from cmmd_dist.folds import SPLIT_CODES, assign_folds, development_ids, development_split
+from cmmd_dist.datasets.row_ids import SPLIT_CODES
+from cmmd_dist.train.folds import assign_folds, development_ids, development_split
 from cmmd_dist.model.mmd import mmd
-from cmmd_dist.tune.search_space import Folds
+from cmmd_dist.config import Folds
 
 pytestmark = pytest.mark.integration
 

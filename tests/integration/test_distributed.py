@@ -10,11 +10,11 @@ import urllib.request
 import pytest
 import torch
 
-from cmmd_dist.cli import main as cli_main
-from cmmd_dist.config import load_run_config
+from cmmd_dist.cli.app import main as cli_main
+from cmmd_dist.storage.yaml_files import load_run_config
 from cmmd_dist.storage import create_bucket, resolve
 from cmmd_dist.datasets.registry import load_bundle
-from cmmd_dist.evaluate import evaluate_model
+from cmmd_dist.evaluation.metrics import evaluate_model
 from cmmd_dist.train.build import build_model
 from cmmd_dist.train.distributed import rank_rows, run_distributed
 from crash_drill import CrashOnce

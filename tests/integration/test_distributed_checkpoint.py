@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from cmmd_dist.model import CMMD, CMMDConfig, LossWeights, ModalityDef
-from cmmd_dist.train.batches import SplitTensors, iterate_batches
+from cmmd_dist.datasets.tensors import SplitTensors, iterate_batches
 from cmmd_dist.train.checkpoint import ResumeState, load_checkpoint, save_checkpoint
 from cmmd_dist.train.loop import train_epoch
 

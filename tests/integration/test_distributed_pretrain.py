@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 
-from cmmd_dist.config import load_run_config
+from cmmd_dist.storage.yaml_files import load_run_config
 from cmmd_dist.datasets.prepare import prepare
 from cmmd_dist.datasets.registry import load_bundle
 from cmmd_dist.datasets.synth import synth_like_flickr

@@ -17,7 +17,7 @@ import torch
 
 from cmmd_dist.datasets.prepare import prepare
 from cmmd_dist.datasets.synth import synth_like_flickr
-from cmmd_dist.evaluate import classification_metrics
+from cmmd_dist.evaluation.metrics import classification_metrics
 from cmmd_dist.tune.search_space import load_search_space
 from cmmd_dist.tune import main as tune_main
 

@@ -18,11 +18,11 @@ import requests
 import torch
 from matplotlib.image import imread
 
-from cmmd_dist.config import load_run_config
+from cmmd_dist.storage.yaml_files import load_run_config
 from cmmd_dist.datasets.registry import load_bundle
-from cmmd_dist.plots import report_figures
-from cmmd_dist.tracking import Tracker, TrackingError, pull
-from cmmd_dist.train.batches import SplitTensors
+from cmmd_dist.tracking.plots import report_figures
+from cmmd_dist.tracking.store import Tracker, TrackingError, pull
+from cmmd_dist.datasets.tensors import SplitTensors
 from cmmd_dist.train.single import fit
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,7 @@ SWEEP_NAME = SWEEP_ID.rsplit("/", 1)[1]
 def sweep(mlflow_server):
     """The sweep driver's tracking (``SweepRecorder`` events, then ``finish``), with two real tiny trainings."""
     from cmmd_dist.tune.sweep_tracking import sweep_figures
-    from cmmd_dist.tracking import SweepRecorder
+    from cmmd_dist.tracking.store import SweepRecorder
 
     bundle = load_bundle(tiny_run(0.5).data)
     rec = SweepRecorder("digits2v", None, {"lam": {"dist": "uniform", "low": 0, "high": 1}},
@@ -187,7 +187,7 @@ def test_registered_model_in_a_fresh_process_predicts_like_the_model(sweep, mlfl
     np.save(tmp_path / "x.npy", x)
     code = textwrap.dedent(f"""
         import mlflow, numpy as np
-        from cmmd_dist.pyfunc_model import rows_frame
+        from cmmd_dist.tracking.pyfunc import rows_frame
         mlflow.set_tracking_uri({mlflow_server.uri!r})
         model = mlflow.pyfunc.load_model({sweep["uri"]!r})
         df = rows_frame({{"view1": np.load({str(tmp_path / "x.npy")!r})}})
@@ -215,7 +215,7 @@ def test_bad_names_are_clear_errors(sweep, mlflow_server):
 
 CONCURRENT_LOGGER = """
 import sys
-from cmmd_dist.tracking import Tracker
+from cmmd_dist.tracking.store import Tracker
 uri, parent, worker = sys.argv[1], sys.argv[2], int(sys.argv[3])
 tracker = Tracker(uri)
 run = tracker.trial_run(parent, f"worker-{worker}", {"worker": worker})

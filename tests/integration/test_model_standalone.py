@@ -29,8 +29,8 @@ import torch
 
 from cmmd_dist.datasets.loaders import DIGITS2V_SPEC
 from cmmd_dist.model import CMMD, CMMDConfig, ModalityDef
-from cmmd_dist.pyfunc_model import TASKS, rows_frame
-from cmmd_dist.tracking import Tracker
+from cmmd_dist.tracking.pyfunc import TASKS, rows_frame
+from cmmd_dist.tracking.store import Tracker
 
 pytestmark = pytest.mark.integration
 
@@ -138,16 +138,16 @@ def test_requirements_and_signature_say_what_the_model_needs(champion):
 
 
 def test_bundled_model_code_is_renamed_and_refuses_imports_beyond_torch(tmp_path):
-    from cmmd_dist.pyfunc_model import bundle_model_code
+    from cmmd_dist.tracking.pyfunc import bundle_model_code
 
     src = tmp_path / "src" / "model"
     src.mkdir(parents=True)
     (src / "__init__.py").write_text("from cmmd_dist.model.net import Net\n")
-    (src / "net.py").write_text('"""cmmd_dist.models_cli stays."""\nimport math\nimport torch\nNet = torch.nn.Linear\n')
+    (src / "net.py").write_text('"""cmmd_dist.cli.models stays."""\nimport math\nimport torch\nNet = torch.nn.Linear\n')
     out = bundle_model_code(tmp_path / "code", src)
     assert out.name.startswith("cmmd_model_")
     assert (out / "__init__.py").read_text() == f"from {out.name}.net import Net\n"
-    assert "cmmd_dist.models_cli stays" in (out / "net.py").read_text()
+    assert "cmmd_dist.cli.models stays" in (out / "net.py").read_text()
     (src / "net.py").write_text("import numpy\n")
     with pytest.raises(RuntimeError, match=r"net\.py imports numpy: the registered model bundles cmmd_dist/model alone"):
         bundle_model_code(tmp_path / "code2", src)

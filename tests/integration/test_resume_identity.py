@@ -8,7 +8,7 @@ import pytest
 
 from cmmd_dist.config import SweepConfig
 from cmmd_dist.tune import SweepFailed, run_sweep
-from cmmd_dist.tune.options import main
+from cmmd_dist.cli.tune import main
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cmmd_dist.config import load_run_config
+from cmmd_dist.storage.yaml_files import load_run_config
 from cmmd_dist.datasets.shards import write_stream
 from cmmd_dist.datasets.spec import DatasetSpec, DatasetStream, ModalitySpec, Split
 from cmmd_dist.storage import create_bucket

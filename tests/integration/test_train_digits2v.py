@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from cmmd_dist.config import load_run_config
+from cmmd_dist.storage.yaml_files import load_run_config
 from cmmd_dist.datasets.registry import load_bundle
 from cmmd_dist.train.single import fit
 

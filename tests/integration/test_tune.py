@@ -81,7 +81,7 @@ def test_smoke_sweep_reports_cv_prunes_and_retrains(ray_session, mlflow_server, 
     # tracked from the driver: one parent, a child per trial (per-epoch metrics), a retrain run; the champion
     from mlflow.tracking import MlflowClient
 
-    from cmmd_dist.tracking import pull
+    from cmmd_dist.tracking.store import pull
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("cmmd-digits2v")
@@ -141,7 +141,7 @@ def test_killed_sweep_resumes_without_rerunning_trials(ray_session, tmp_path):
     # 1-worker trials (the CV in the Tune function itself), pruned by Tune's own ASHA; Tune saves its state every 2 s.
     # The smoke preset at batch size 16 and 6 epochs: a trial's epoch takes a few tenths of a second, so that the
     # kill can land while a trial is past its second epoch, with more to go
-    space = yaml.safe_load((ROOT / "search_spaces" / "digits2v.yaml").read_text())
+    space = yaml.safe_load((ROOT / "cmmd_dist" / "search_spaces" / "digits2v.yaml").read_text())
     space["presets"]["smoke"]["fixed"]["train"].update(batch_size=16, epochs=6, patience=6)
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
     trials = 10

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from cmmd_dist.config import DataConfig, LossConfig, ModelConfig, RunConfig, load_run_config
+from cmmd_dist.config import DataConfig, LossConfig, ModelConfig, RunConfig
+from cmmd_dist.storage.yaml_files import load_run_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,7 +54,7 @@ def test_every_shipped_yaml_loads():
     assert files
     for f in files:
         load_run_config(f)
-    for folder in ("search_spaces", "cluster", "dashboards"):
+    for folder in ("cmmd_dist/search_spaces", "cluster", "dashboards"):
         for f in sorted((ROOT / folder).rglob("*.y*ml")):
             assert list(yaml.safe_load_all(f.read_text())) is not None, f
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from cmmd_dist.config import RunConfig, load_run_config
-from cmmd_dist.errors import (
-    EXIT_INTERRUPTED, EXIT_USER_ERROR, Interrupted, OneLineArgumentParser, UserError, describe_validation, one_line,
-    run_cli,
-)
+from cmmd_dist.config import RunConfig
+from cmmd_dist.storage.yaml_files import load_run_config
+from cmmd_dist.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, Interrupted, UserError, describe_validation, one_line, run_cli
+from cmmd_dist.cli.parser import OneLineArgumentParser
 
 
 def fail(err: BaseException):

@@ -3,7 +3,7 @@
 Text: 8 characters, all blank except the digit's English word ("zero" .. "nine") at a random start
 position, one-hot over a 71-symbol alphabet (blank first). The alphabet has the size of Sutter et
 al.'s; its order is ours. Scenarios: every non-empty subset of {mnist, svhn, text} observed. The spec asks
-for the coherence figure (``cmmd_dist.coherence``): an MLP judges MNIST, conv nets SVHN and text.
+for the coherence figure (``cmmd_dist.evaluation.coherence``): an MLP judges MNIST, conv nets SVHN and text.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cmmd_dist.cli import main
+from cmmd_dist.cli.app import main
 from cmmd_dist.datasets.prepare import prepare
 from cmmd_dist.datasets.shards import load_prepared, read_split
 from cmmd_dist.datasets.streaming import ShardStream

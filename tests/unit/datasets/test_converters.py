@@ -36,7 +36,7 @@ def write_idx(path, arr):
 
 
 @pytest.fixture
-def mnist_svhn_source(tmp_path, svhn_writer):  # svhn_writer: tests/unit/conftest.py
+def mnist_svhn_source(tmp_path, svhn_writer):  # svhn_writer: tests/conftest.py
     write_mnist_pkl(tmp_path)
     svhn_writer(tmp_path)
     return tmp_path

@@ -10,8 +10,9 @@ import pickle
 import numpy as np
 import pytest
 
-from cmmd_dist.cli import build_parser, main, train_overrides
-from cmmd_dist.config import DataConfig, load_run_config
+from cmmd_dist.cli.app import build_parser, main, train_overrides
+from cmmd_dist.config import DataConfig
+from cmmd_dist.storage.yaml_files import load_run_config
 from cmmd_dist.datasets.prepare import prepare
 from cmmd_dist.datasets.registry import dataset_name, load_bundle
 from cmmd_dist.errors import UserError

@@ -18,7 +18,7 @@ import pytest
 
 import cmmd_dist.datasets.shards as shards
 from cmmd_dist.datasets.loaders import load_digits2v
-from cmmd_dist.cli import main
+from cmmd_dist.cli.app import main
 from cmmd_dist.datasets.prepare import prepare
 from cmmd_dist.datasets.shards import load_prepared, read_split, write_bundle
 from cmmd_dist.errors import UserError

@@ -8,8 +8,8 @@ import pytest
 from cmmd_dist.config import DataConfig
 from cmmd_dist.datasets.prepare import prepare
 from cmmd_dist.datasets.registry import load_bundle
-from cmmd_dist.folds import (DEV_SPLITS, assign_folds, development_ids, development_split, fold_keep,
-                             prepared_fold_ids, row_ids)
+from cmmd_dist.train.folds import DEV_SPLITS, assign_folds, development_ids, development_split, fold_keep, prepared_fold_ids
+from cmmd_dist.datasets.row_ids import row_ids
 from cmmd_dist.train.sources import StreamedRows, decoded_bytes, stream_of, streams
 
 

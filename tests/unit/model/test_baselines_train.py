@@ -9,7 +9,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from cmmd_dist.config import ModelConfig, load_run_config
+from cmmd_dist.config import ModelConfig
+from cmmd_dist.storage.yaml_files import load_run_config
 from cmmd_dist.datasets.registry import load_bundle
 from cmmd_dist.train.build import build_model
 from cmmd_dist.train.single import fit

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from cmmd_dist.config import load_run_config
+from cmmd_dist.storage.yaml_files import load_run_config
 from cmmd_dist.datasets.prepare import prepare
 from cmmd_dist.datasets.registry import load_bundle
-from cmmd_dist.evaluate import evaluate_model
-from cmmd_dist.folds import SPLIT_CODES, development_split
-from cmmd_dist.train.batches import SplitTensors
+from cmmd_dist.evaluation.metrics import evaluate_model
+from cmmd_dist.datasets.row_ids import SPLIT_CODES
+from cmmd_dist.train.folds import development_split
+from cmmd_dist.datasets.tensors import SplitTensors
 from cmmd_dist.train.build import build_model
 from cmmd_dist.train.distributed import rank_rows, streamed_rank_rows
 from cmmd_dist.train.single import seed_everything

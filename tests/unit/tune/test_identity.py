@@ -41,7 +41,7 @@ def test_plain_names_pass():
 
 
 def test_the_tune_command_line_refuses_a_name_that_climbs_out():
-    from cmmd_dist.tune.options import build_parser, settings_from_args
+    from cmmd_dist.cli.tune import build_parser, settings_from_args
 
     args = build_parser().parse_args(["--name", "../../escape"])
     with pytest.raises(ValidationError, match="name"):
@@ -53,7 +53,7 @@ SECRET = "s3cr3t-pw"
 
 
 def test_userinfo_is_split_off_and_unquoted():
-    from cmmd_dist.url_credentials import split_userinfo, strip_userinfo
+    from cmmd_dist.storage.url_credentials import split_userinfo, strip_userinfo
 
     assert split_userinfo("http://me:p%40ss@host:5000/x?y=1") == ("http://host:5000/x?y=1", "me", "p@ss")
     assert split_userinfo("http://host:5000") == ("http://host:5000", None, None)
@@ -65,8 +65,8 @@ def test_userinfo_is_split_off_and_unquoted():
 def test_a_database_store_keeps_its_role_and_loses_only_its_password(monkeypatch):
     """``postgresql://mlflow@host/db``: the user is the database role, not a credential to move (stripping it
     made MLflow connect as the OS user); a password goes to libpq's PGPASSWORD and is never shown."""
-    from cmmd_dist.tracking import take_credentials
-    from cmmd_dist.url_credentials import tracking_uri_shown
+    from cmmd_dist.tracking.store import take_credentials
+    from cmmd_dist.storage.url_credentials import tracking_uri_shown
 
     monkeypatch.delenv("PGPASSWORD", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
@@ -81,7 +81,7 @@ def test_a_database_store_keeps_its_role_and_loses_only_its_password(monkeypatch
 
 
 def test_ui_command_shows_no_password(monkeypatch):
-    from cmmd_dist.tracking import ui_command
+    from cmmd_dist.tracking.store import ui_command
 
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "placeholder")  # restored after the test
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "placeholder")
@@ -109,7 +109,7 @@ def health_server():
 
 
 def test_a_tracker_pickles_no_password_and_takes_it_from_the_environment(health_server, monkeypatch):
-    from cmmd_dist.tracking import Tracker
+    from cmmd_dist.tracking.store import Tracker
 
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "placeholder")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "placeholder")
@@ -200,7 +200,7 @@ def test_a_resume_refuses_a_search_space_changed_since_the_start(tmp_path):
     from cmmd_dist.tune.sweep import plan_sweep
 
     space = tmp_path / "space.yaml"
-    space.write_text(Path("search_spaces/digits2v.yaml").read_text())
+    space.write_text((Path(__file__).parents[3] / "cmmd_dist/search_spaces/digits2v.yaml").read_text())
     settings = SweepConfig(space=str(space), preset="smoke", name="sp", storage=str(tmp_path / "sweeps"),
                            output_dir=str(tmp_path), mlflow=f"sqlite:///{tmp_path / 'mlruns.db'}")
     plan = plan_sweep(settings)
@@ -228,7 +228,7 @@ def test_train_resume_refuses_another_dataset_before_ray(tmp_path):
 
 
 def test_train_makes_a_relative_data_absolute_on_the_driver(tmp_path, monkeypatch):
-    from cmmd_dist.cli import build_parser, train_overrides
+    from cmmd_dist.cli.app import build_parser, train_overrides
 
     monkeypatch.chdir(tmp_path)
     args = build_parser().parse_args(["train", "--dataset", "digits2v", "--data", "prepared/digits", "--workers", "2"])
@@ -239,7 +239,7 @@ def test_train_makes_a_relative_data_absolute_on_the_driver(tmp_path, monkeypatc
 def test_train_refuses_s3_credentials_in_its_storage_without_showing_them(given, tmp_path):
     """``train --storage s3://key:secret@bucket/...`` (or the config's ``distributed.storage``, or a ``--resume``
     folder there) is refused like ``--data`` is, before anything reads the storage."""
-    from cmmd_dist.cli import build_parser, cmd_train
+    from cmmd_dist.cli.app import build_parser, cmd_train
 
     uri = f"s3://AKIAEXAMPLE:{SECRET}@bucket/runs"
     argv = {"--storage": ["--storage", uri], "--resume": ["--resume", f"{uri}/digits2v-20250101-000000"],

@@ -12,8 +12,8 @@ import pytest
 import ray.tune
 import torch
 
-from cmmd_dist.config import load_run_config
-from cmmd_dist.tune.search_space import Folds
+from cmmd_dist.storage.yaml_files import load_run_config
+from cmmd_dist.config import Folds
 from cmmd_dist.tune.trial import TrialCheckpoints, cv_loop
 
 TINY = {"zdim": 4, "encoder_hidden": [16], "prior_hidden": [16], "decoder_hidden": [16], "classifier_hidden": [8]}

@@ -4,9 +4,9 @@
 import typing
 from typing import Literal
 
-from cmmd_dist.cli import build_parser as cli_parser
+from cmmd_dist.cli.app import build_parser as cli_parser
 from cmmd_dist.config import SweepConfig
-from cmmd_dist.tune.options import build_parser, settings_from_args
+from cmmd_dist.cli.tune import build_parser, settings_from_args
 
 
 def _non_default(name: str, field) -> tuple[list[str], object]:

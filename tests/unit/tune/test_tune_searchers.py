@@ -57,7 +57,7 @@ def test_asha_prunes_on_the_same_figure():
 def test_the_command_line_chooses_the_random_sampler():
     from optuna.samplers import RandomSampler, TPESampler
 
-    from cmmd_dist.tune.options import build_parser, settings_from_args
+    from cmmd_dist.cli.tune import build_parser, settings_from_args
 
     def sampler(argv):
         settings = settings_from_args(build_parser().parse_args(argv))
