@@ -15,7 +15,7 @@ Two modes, the same budget for every model:
   trains on a GPU.
 
 The searched mode's rows, nets, epochs, folds and trials are the search space's preset (``--preset``; ``compare``
-in search_spaces/mnist2v.yaml is the 2-core CPU budget: 4000 rows per split, 256-wide nets, 15 epochs, 2 folds,
+in cmmd_dist/search_spaces/mnist2v.yaml is the 2-core CPU budget: 4000 rows per split, 256-wide nets, 15 epochs, 2 folds,
 6 trials searching the learning rate and the model's own weight). ``--no-search`` budgets (:data:`BUDGETS`): ``small`` keeps the first rows of each split and small nets (a few CPU minutes with
 --no-search); ``large`` is the whole dataset with the mnist2v-cpu widths. Output JSON shape:
 ``{"models": {"cmmd": {...}, "mx_o": ..., "vcca": ..., "mvae": ..., "mmvae_elbo": ..., "mmvae_iwae": ...}}``, each

@@ -11,7 +11,7 @@ its k-fold CV over train+val):
 - ``grid``: the paper's protocol, lambda in {0, 0.1, ..., 1}, every trial to the end (no pruning);
 - ``random_asha``: lambda ~ U[0, 1], random samples, ASHA;
 - ``tpe_asha``: lambda ~ U[0, 1], TPE, ASHA;
-- ``tpe_asha_full``: the full space of search_spaces/<dataset>.yaml (lambda, latent size, depths and widths, lr),
+- ``tpe_asha_full``: the full space of cmmd_dist/search_spaces/<dataset>.yaml (lambda, latent size, depths and widths, lr),
   TPE + ASHA.
 The ASHA searches run as many trials as 30% (lambda only) or 50% (full space) of the grid's trial-epochs pay
 for when each ASHA rung keeps 1/rf of its trials (``asha_spend``); the spend actually paid is reported and
