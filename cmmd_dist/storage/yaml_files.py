@@ -9,7 +9,8 @@ import yaml
 
 from cmmd_dist.config import RunConfig
 from cmmd_dist.errors import UserError
-from cmmd_dist.storage import is_s3_uri, read_bytes
+from cmmd_dist.storage.files import read_bytes
+from cmmd_dist.storage.paths import is_s3_uri
 
 __all__ = ["load_run_config", "read_yaml_mapping"]
 
