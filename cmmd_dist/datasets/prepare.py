@@ -23,8 +23,8 @@ import sys
 from pathlib import Path
 
 from cmmd_dist.datasets.converters import CONVERTER_SPECS, CONVERTERS, hash_inputs
-from cmmd_dist.datasets.shards import (DEFAULT_ROWS_PER_FILE, check_out_folders, check_replaceable, write_bundle,
-                                       write_stream)
+from cmmd_dist.datasets.shard_replace import check_out_folders, check_replaceable
+from cmmd_dist.datasets.shards import DEFAULT_ROWS_PER_FILE, write_bundle, write_stream
 from cmmd_dist.datasets.spec import DATASET_NAME, DatasetSpec
 from cmmd_dist.errors import UserError
 from cmmd_dist.storage import S3Settings, check_bucket

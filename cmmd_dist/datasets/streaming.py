@@ -30,7 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cmmd_dist.datasets.shards import arrow_schema, manifest_spec, read_file_table
+from cmmd_dist.datasets.shard_layout import arrow_schema
+from cmmd_dist.datasets.shard_reader import manifest_spec, read_file_table
 from cmmd_dist.datasets.spec import DatasetSpec
 from cmmd_dist.storage import S3Settings, StorageError, check_manifest_files, confined, join_uri, read_manifest, resolve
 

@@ -44,7 +44,7 @@ def save(path: str | Path, core, spec, scenario: str | None, metrics: dict, exam
 
     import torch
 
-    from cmmd_dist.datasets.shards import spec_to_dict
+    from cmmd_dist.datasets.shard_layout import spec_to_dict
 
     observed = [m.name for m in core.cfg.observed]
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,7 +124,7 @@ def _load_core(path: Path, model_package):
 def load_files(folder: str | Path):
     """(model in eval mode, DatasetSpec, metrics) from a folder with model.pt, spec.json, metrics.json (needs cmmd_dist)."""
     from cmmd_dist import model as model_package
-    from cmmd_dist.datasets.shards import spec_from_dict
+    from cmmd_dist.datasets.shard_layout import spec_from_dict
 
     folder = Path(folder)
     core = _load_core(folder / "model.pt", model_package)

@@ -147,7 +147,7 @@ def test_evaluate_model_reports_coherence_for_every_model_that_generates(mst):
 
 
 def test_which_datasets_ask_for_coherence():
-    from cmmd_dist.datasets.shards import spec_from_dict, spec_to_dict
+    from cmmd_dist.datasets.shard_layout import spec_from_dict, spec_to_dict
 
     assert coherence_nets(MST_SPEC) == {"mnist": "mlp", "svhn": "conv", "text": "conv"}
     from_manifest = spec_from_dict(spec_to_dict(MST_SPEC))  # a prepared mst's manifest does not store it
