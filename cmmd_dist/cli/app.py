@@ -156,12 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train CMMD on one dataset")
     add_train_arguments(t)
     t.set_defaults(func=cmd_train)
-    from cmmd_dist.datasets.prepare import add_data_subcommand
+    from cmmd_dist.cli.compare import add_compare_subcommand
     from cmmd_dist.cli.models import add_models_subcommand
+    from cmmd_dist.cli.prepare import add_data_subcommand
 
     add_data_subcommand(sub)
     add_models_subcommand(sub)
-    from cmmd_dist.tune.compare import add_compare_subcommand
     s = sub.add_parser("tune", help="hyperparameter sweep (Ray Tune + Optuna + ASHA, k-fold CV)")
     from cmmd_dist.cli.tune import build_parser as tune_parser
 

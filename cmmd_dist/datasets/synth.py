@@ -37,8 +37,6 @@ nothing half-written under ``--out`` (the next run removes the sibling).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 from pathlib import Path
@@ -49,8 +47,7 @@ from scipy import sparse
 from cmmd_dist.datasets.converters.flickr import IMAGE_DIM, NUM_LABELS, TAG_DIM
 from cmmd_dist.errors import UserError
 
-__all__ = ["BLOCK_ROWS", "TOPICS", "LATENT_DIM", "SYNTH_LAYOUT", "synth_like_flickr", "add_synth_subcommand",
-           "run_synth_command"]
+__all__ = ["BLOCK_ROWS", "TOPICS", "LATENT_DIM", "SYNTH_LAYOUT", "SYNTHS", "synth_like_flickr"]
 
 BLOCK_ROWS = 1024  # rows generated and written at a time; part of the output (one generator per block)
 TOPICS, LATENT_DIM = 24, 16
@@ -237,23 +234,3 @@ def synth_like_flickr(out_dir: str | Path, rows: int, unlabelled: int = 0, seed:
 
 
 SYNTHS = {"flickr": synth_like_flickr}
-
-
-def run_synth_command(args: argparse.Namespace) -> int:
-    """Run a parsed ``data synth``; a user error is raised for the entry point to print as one line."""
-    summary = SYNTHS[args.like](args.out, args.rows, args.unlabelled, seed=args.seed, overwrite=args.overwrite)
-    print(json.dumps(summary))
-    return 0
-
-
-def add_synth_subcommand(actions: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``synth`` on the ``data`` subcommand's subparsers; the namespace's ``func`` runs it."""
-    p = actions.add_parser("synth", help="write synthetic data in a dataset's source layout (tests, benchmarks)")
-    p.add_argument("--like", required=True, choices=sorted(SYNTHS), help="whose source layout and sizes to copy")
-    p.add_argument("--rows", required=True, type=int, help="labelled rows (Flickr: 25000)")
-    p.add_argument("--unlabelled", type=int, default=0, help="unlabelled rows (Flickr: about 1,000,000)")
-    p.add_argument("--out", required=True, help="local output folder (created; must be empty unless --overwrite)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the model and every row (same seed, same bytes)")
-    p.add_argument("--overwrite", action="store_true", help="replace the generator's files in a non-empty --out")
-    p.set_defaults(func=run_synth_command)
-    return p

@@ -29,7 +29,7 @@ import numpy as np
 from cmmd_dist.errors import UserError
 
 __all__ = ["KINDS", "COLLAPSE_AT", "ci95", "collapsed_at", "summarise_seeds", "beats_mx_o", "verdict",
-           "markdown_table", "kind_space", "run_compare", "add_compare_subcommand"]
+           "markdown_table", "kind_space", "run_compare"]
 
 COLLAPSE_AT = 1.0  # nats: the collapsed fraction the table reports
 _BETA = {"dist": "loguniform", "low": 0.25, "high": 4.0}
@@ -298,23 +298,3 @@ def _write_and_log(result: dict, folder: Path, tracker, parent: str, paper: dict
                if k.endswith("_mean") and isinstance(v, float)}
     tracker.log_final(parent, metrics, artifacts)
     tracker.end_run(parent)
-
-
-# -- the command line ---------------------------------------------------------------------------------------------
-def cmd_compare(args) -> int:
-    from cmmd_dist.cli.tune import settings_from_args
-
-    run_compare(settings_from_args(args), [k.strip() for k in args.kinds.split(",") if k.strip()], args.seeds)
-    return 0
-
-
-def add_compare_subcommand(sub) -> None:
-    """``compare`` under the ``cmmd-dist`` parser's subcommands ``sub``: every ``tune`` option plus --kinds, --seeds."""
-    from cmmd_dist.cli.tune import build_parser as tune_parser
-
-    p = sub.add_parser("compare", help="CMMD vs the baselines: one sweep per model kind, a table over seeds")
-    tune_parser(p)
-    p.add_argument("--kinds", default="cmmd,mx_o,vcca,mvae,mmvae",
-                   help=f"comma-separated models among {', '.join(KINDS)} (default: cmmd,mx_o,vcca,mvae,mmvae)")
-    p.add_argument("--seeds", type=int, default=3, help="retrains of each champion (seeds --seed, --seed + 1, ...)")
-    p.set_defaults(func=cmd_compare)

@@ -16,7 +16,8 @@ from sklearn.metrics import average_precision_score
 from sklearn.multiclass import OneVsRestClassifier
 
 from cmmd_dist.datasets.converters import CONVERTERS
-from cmmd_dist.datasets.synth import BLOCK_ROWS, SYNTH_LAYOUT, add_synth_subcommand, synth_like_flickr
+from cmmd_dist.cli.synth import add_synth_subcommand
+from cmmd_dist.datasets.synth import BLOCK_ROWS, SYNTH_LAYOUT, synth_like_flickr
 from cmmd_dist.errors import UserError
 
 ROWS, UNLABELLED = 600, 300

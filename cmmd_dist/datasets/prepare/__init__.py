@@ -4,6 +4,9 @@
     cmmd-dist data prepare --dataset mnist2v --name fashion-mnist --source ~/fashion --out /data/fashion
     python -m cmmd_dist.datasets.prepare data prepare ...          (the same command)
 
+Here: the preparing functions; the command line is :mod:`cmmd_dist.cli.prepare`, and ``python -m`` runs
+this package's ``__main__``, the ``cmmd-dist`` entry itself.
+
 The output URI is a local folder or ``s3://bucket/prefix`` (S3 settings from the AWS environment
 variables). The manifest is written last: an interrupted prepare leaves no manifest, and running it
 again completes the dataset. The same source and seed give byte-identical shards. A given
@@ -16,10 +19,7 @@ written as the blocks come: peak memory does not grow with the row count.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import sys
 from pathlib import Path
 
 from cmmd_dist.datasets.converters import CONVERTER_SPECS, CONVERTERS, hash_inputs
@@ -29,7 +29,7 @@ from cmmd_dist.datasets.spec import DATASET_NAME, DatasetSpec
 from cmmd_dist.errors import UserError
 from cmmd_dist.storage import S3Settings, check_bucket
 
-__all__ = ["prepare", "check_dataset_name", "add_data_subcommand", "run_data_command"]
+__all__ = ["prepare", "check_dataset_name"]
 
 
 def check_dataset_name(name: str, option: str = "--name") -> str:
@@ -78,40 +78,3 @@ def prepare(
 
 def _renamed(spec: DatasetSpec, name: str) -> DatasetSpec:
     return spec if spec.name == name else dataclasses.replace(spec, name=name)
-
-
-def run_data_command(args: argparse.Namespace) -> int:
-    """Run a parsed ``data`` subcommand. Errors are raised: the entry point (``errors.run_cli``) prints a
-    user error as one line and exits 2."""
-    manifest = prepare(args.dataset, args.source, args.out, rows_per_file=args.rows_per_file, seed=args.seed,
-                       limit=args.limit, name=args.name, overwrite=args.overwrite)
-    print(json.dumps({"out": args.out, "dataset": manifest["spec"]["name"], "rows": manifest["rows"],
-                      "files": len(manifest["files"])}))
-    return 0
-
-
-def add_data_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``data prepare`` on ``subparsers``; the parsed namespace's ``func`` runs it."""
-    data = subparsers.add_parser("data", help="prepare datasets as Parquet shards; synthesise test-shaped sources")
-    actions = data.add_subparsers(dest="data_command", required=True)
-    p = actions.add_parser("prepare", help="convert a dataset's original files to Parquet shards + manifest")
-    p.add_argument("--dataset", required=True, choices=sorted(CONVERTERS), help="converter (format of the source files)")
-    p.add_argument("--source", default=None,
-                   help="source file or folder (see each converter's docstring); must exist; none: the dataset's default")
-    p.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
-    p.add_argument("--name", default=None, help="name of the dataset written (default: --dataset), e.g. fashion-mnist")
-    p.add_argument("--overwrite", action="store_true", help="replace a different dataset already under --out")
-    p.add_argument("--rows-per-file", type=int, default=DEFAULT_ROWS_PER_FILE, help="rows per Parquet file")
-    p.add_argument("--seed", type=int, default=0, help="seed of pairing, rotations, noise and splits")
-    p.add_argument("--limit", type=int, default=None, help="keep only the first rows of each split")
-    p.set_defaults(func=run_data_command)
-    from cmmd_dist.datasets.synth import add_synth_subcommand
-
-    add_synth_subcommand(actions)
-    return data
-
-
-if __name__ == "__main__":  # a thin wrapper: the same parser and error handling as cmmd-dist
-    from cmmd_dist.cli.app import main
-
-    sys.exit(main(sys.argv[1:]))
