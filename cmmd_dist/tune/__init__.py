@@ -3,10 +3,11 @@
     python -m cmmd_dist.tune --dataset digits2v --preset quick
     ray job submit -- python -m cmmd_dist.tune --dataset flickr --workers-per-trial 4 --use-gpu
 
-Modules: ``options`` (the one option parser, built from ``SweepConfig``), ``sweep`` (the driver: checks,
-search, retrain, registration), ``trial`` (one trial's CV), ``search_space`` (the YAML spaces), ``searchers``
+Modules: ``options`` (the one option parser, built from ``SweepConfig``), ``sweep`` (the driver: plan, search,
+register), ``plan`` / ``paths`` / ``preflight`` (the checks before it starts), ``register`` (the champion's
+retrain and registration), ``trial`` (one trial's CV), ``search_space`` (the YAML spaces), ``searchers``
 (TPE and ASHA on the space's figure), ``budget`` (the trial-epoch budget, ``--max-trial-epochs``),
-``workarounds`` (Ray bugs worked around, each with its issue and regression test), ``sweep_tracking`` (MLflow
+``workarounds`` (Ray Tune bugs worked around, each with its issue and sentinel test), ``sweep_tracking`` (MLflow
 and the sweep's Ray metrics), ``results`` (the trial table).
 Importing this package imports no Ray: the names below load their module on first use.
 """

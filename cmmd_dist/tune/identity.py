@@ -51,7 +51,7 @@ def _space_sha256(space) -> str:
 
 
 def sweep_identity(plan) -> dict:
-    """The identity of a planned sweep (a ``sweep.SweepPlan``), as ``sweep.json`` records it."""
+    """The identity of a planned sweep (a ``plan.SweepPlan``), as ``sweep.json`` records it."""
     s = plan.settings
     ident = {f: _normal(f, getattr(s, f)) for f in FLAGS}
     return {**ident, "dataset": plan.dataset, "space_sha256": _space_sha256(plan.space)}
@@ -124,7 +124,7 @@ def resume_identity(settings: SweepConfig) -> SweepConfig:
     refuse_userinfo(settings.data, "--data")
     if not (settings.resume and settings.name):
         return settings
-    from cmmd_dist.tune.sweep import sweep_paths
+    from cmmd_dist.tune.paths import sweep_paths
 
     storage, name = sweep_paths(settings, settings.dataset or "")
     saved = read_identity(storage, name)

@@ -1,33 +1,48 @@
-"""The sweep's work-arounds of Ray 2.60 bugs, in one place; each names the Ray issue and has a regression test.
+"""The sweep's work-arounds of Ray Tune 2.60 bugs and gaps, in one place; each names the Ray issue and has a
+sentinel test that fails when Ray changes; none falls back silently.
 
-Both concern multi-worker trials only (a ``TorchTrainer`` run inside a Tune function trial). A 1-worker trial
-runs its CV in the Tune function itself (``cmmd_dist.tune.trial``): Tune's own ASHA stops it, and it has no
+The first two concern multi-worker trials only (a ``TorchTrainer`` run inside a Tune function trial). A 1-worker
+trial runs its CV in the Tune function itself (``cmmd_dist.tune.trial``): Tune's own ASHA stops it, and it has no
 Train controller whose reports could be stuck.
 
-- :class:`CooperativeASHA` + :class:`Verdicts`, ray#54305: a Tune trial that is stopped (killed) while its Train
-  V2 controller runs leaves the controller's worker placement group behind; Ray's ``PlacementGroupCleaner``
+- :class:`CooperativeASHA` + :class:`Verdicts`, https://github.com/ray-project/ray/issues/54305: a Tune trial
+  that is stopped (killed) while its Train V2 controller runs leaves the controller's worker placement group behind; Ray's ``PlacementGroupCleaner``
   (ray PR #58515) removes it only where the state API answers (it does not on a Ray without its dashboard),
   and the next trial waits forever for its CPUs. Regression test:
-  ``tests/integration/test_tune_workarounds.py::test_a_killed_train_trial_still_leaks_its_placement_group``.
+  ``tests/integration/test_tune_placement_groups.py::test_a_stopped_train_trial_still_leaks_its_placement_group``.
 - :func:`drain_reports`: ``TuneReportCallback`` hands each Train report to the trial through a one-slot queue
   actor that the trial's main thread forwards into the session's one-slot result queue; when the trial
   function returns while the last report still sits in the queue actor, the end-of-trial marker fills the
   result queue first and the main thread blocks forever (seen on a loaded two-node cluster). Ray's issue:
   the one-slot hand-over of ``ray.train._internal.session._TrainSession`` (no issue filed upstream yet; the
   regression test checks the hand-over is still built that way:
-  ``tests/unit/tune/test_workarounds.py::test_train_reports_still_reach_tune_through_one_slot_queues``).
-
-``cmmd_dist.tune.ray_env`` holds the third (credentials copied into trial runtime envs, ray#28276), with its test.
+  ``tests/unit/tune/test_tune_workarounds.py::test_train_reports_still_reach_tune_through_one_slot_queues``).
+- :func:`keep_credentials_out_of_runtime_env`, https://github.com/ray-project/ray/issues/28276 ("Secure Env
+  Variables", open; the ``secret_env_vars`` proposal https://github.com/ray-project/ray/pull/40549 was closed
+  unmerged): Ray Tune 2.60 copies ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN`` and
+  ``AWS_SECURITY_TOKEN`` from the driver's environment into every trainable's ``runtime_env["env_vars"]``
+  (``ray/tune/execution/class_cache.py``: ``ENV_VARS_TO_PROPAGATE``, read by ``_ActorClassCache.get``), which Ray
+  records in clear text (``runtime_env_agent.log``, the GCS, the dashboard). We take those names out of Tune's
+  list in the driver, before ``Tuner.fit``; trials then find credentials where every Ray process does (the
+  node's environment, ``~/.aws``, its instance profile; ``cmmd_dist.storage.resolve_without_keys`` hands Ray a
+  keyless filesystem). Sentinel: ``tests/unit/tune/test_tune_workarounds.py::
+  test_ray_tune_still_copies_aws_credentials_into_trial_runtime_envs``.
+- :func:`local_ray_cpus` (no upstream issue: Ray has no public "would ``ray.init()`` start a local Ray, and with how
+  many CPUs" before it starts): Ray's private ``ray._private.services.get_ray_address_from_environment`` and
+  ``ray._private.utils.get_num_cpus``; where they are gone it warns and the pre-Ray check is skipped. Sentinel:
+  ``tests/unit/tune/test_tune_workarounds.py::test_the_pre_ray_workers_check_still_finds_rays_address_and_cpu_count``.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 
 import ray
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-__all__ = ["CooperativeASHA", "Verdicts", "drain_reports", "wait_for_verdict", "COMPLETED_KEY"]
+__all__ = ["CooperativeASHA", "Verdicts", "drain_reports", "wait_for_verdict", "COMPLETED_KEY", "CREDENTIAL_VARS",
+           "keep_credentials_out_of_runtime_env", "tune_copies_credentials", "local_ray_cpus"]
 
 COMPLETED_KEY = "cv_completed"  # 1 on the report that ends a trial by itself (last epoch, or patience ran out)
 
@@ -93,3 +108,43 @@ def drain_reports(timeout_s: float = 60.0, settle_s: float = 1.0) -> None:
     while queue is not None and not queue.empty() and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(settle_s)  # the main thread moves the item it just took into the result queue
+
+
+# every name whose value is a secret; Tune's list holds the first four in Ray 2.60
+CREDENTIAL_VARS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"})
+
+
+def tune_copies_credentials() -> frozenset[str]:
+    """The credential variables that Ray Tune would copy into a trial's runtime env right now."""
+    from ray.tune.execution import class_cache
+
+    return CREDENTIAL_VARS & frozenset(class_cache.ENV_VARS_TO_PROPAGATE)
+
+
+def keep_credentials_out_of_runtime_env() -> None:
+    """Stop Ray Tune, in this process, from copying AWS credentials into trial actors' runtime envs (ray#28276).
+
+    Idempotent; call it in the sweep driver before the Tuner starts its first trial (the runtime env is
+    fixed when Tune registers the trainable)."""
+    from ray.tune.execution import class_cache
+
+    # a module-level set that _ActorClassCache.get reads on each call: shrinking it in place is enough
+    class_cache.ENV_VARS_TO_PROPAGATE.difference_update(CREDENTIAL_VARS)
+
+
+def local_ray_cpus() -> int | None:
+    """The CPUs of the Ray that ``ray.init()`` would start on this machine; None when it would connect to a
+    cluster (RAY_ADDRESS, ``ray start``: it may autoscale) or when Ray's private helpers are gone (warned)."""
+    try:
+        from ray._private.services import get_ray_address_from_environment
+        from ray._private.utils import get_num_cpus
+
+        if get_ray_address_from_environment(None, None) is not None:
+            return None
+        return int(get_num_cpus())
+    except (ImportError, AttributeError) as err:
+        warnings.warn(f"Ray's private address/CPU lookup is gone ({err}): a trial's workers are not checked "
+                      "against the local Ray before it starts", RuntimeWarning, stacklevel=2)
+        return None
+    except ConnectionError:  # RAY_ADDRESS=auto with no cluster up: ray.init reports it
+        return None

@@ -24,7 +24,7 @@ def ray_session(request):
     """One local Ray instance for the whole session (ray.init takes ~10 s); shut down at the end.
 
     Its processes start with the S3 fixture's credentials in their environment, as a cluster node has them
-    from its own environment or instance profile: Ray hands trials no keys (``cmmd_dist.tune.ray_env``, keyless
+    from its own environment or instance profile: Ray hands trials no keys (``cmmd_dist.tune.workarounds``, keyless
     storage filesystems). The test process itself keeps its environment: tests set AWS_* where they need it."""
     import ray
 

@@ -5,7 +5,7 @@ store and the sweep's local output).
 The sweep is given its MLflow server as ``http://user:password@host``: the password must not reach the bucket
 (``tuner.pkl`` pickles the tracking callback), the output or what the sweep prints (issue 23).
 
-Before ``cmmd_dist.storage.resolve_without_keys`` and ``cmmd_dist.tune.ray_env``, ``tuner.pkl`` and the searcher
+Before ``cmmd_dist.storage.resolve_without_keys`` and ``cmmd_dist.tune.workarounds``, ``tuner.pkl`` and the searcher
 state in the bucket held both keys (a pickled S3FileSystem built with them), and the Ray session's
 ``runtime_env_agent.log`` held them too (Ray Tune copies AWS_* into each trial's runtime env).
 """

@@ -120,7 +120,8 @@ def test_a_tracker_pickles_no_password_and_takes_it_from_the_environment(health_
 
 
 def test_the_resume_command_shows_no_password(tmp_path, monkeypatch):
-    from cmmd_dist.tune.sweep import plan_sweep, resume_command
+    from cmmd_dist.tune.plan import plan_sweep
+    from cmmd_dist.tune.sweep import resume_command
 
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "placeholder")
     plan = plan_sweep(SweepConfig(dataset="digits2v", preset="smoke", name="s", storage=str(tmp_path / "sw"),
@@ -132,7 +133,7 @@ def test_the_resume_command_shows_no_password(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("option", ["storage", "data"])
 def test_s3_credentials_in_a_uri_are_refused_without_showing_them(option, tmp_path):
-    from cmmd_dist.tune.sweep import plan_sweep
+    from cmmd_dist.tune.plan import plan_sweep
 
     settings = SweepConfig(dataset="digits2v", preset="smoke", output_dir=str(tmp_path),
                            mlflow=f"sqlite:///{tmp_path / 'mlruns.db'}",
@@ -148,7 +149,7 @@ def test_s3_credentials_in_a_uri_are_refused_without_showing_them(option, tmp_pa
 def started_sweep(tmp_path):
     """A planned smoke sweep of digits2v whose identity is recorded, as a sweep's start leaves it."""
     from cmmd_dist.tune.identity import record_identity
-    from cmmd_dist.tune.sweep import plan_sweep
+    from cmmd_dist.tune.plan import plan_sweep
 
     settings = SweepConfig(dataset="digits2v", preset="smoke", name="ident", storage=str(tmp_path / "sweeps"),
                            output_dir=str(tmp_path), mlflow=f"sqlite:///{tmp_path / 'mlruns.db'}")
@@ -169,7 +170,7 @@ def _resume(settings: SweepConfig, **changes) -> SweepConfig:
     ("scenario", "rotated", "no --scenario"),
 ])
 def test_a_resume_refuses_another_identity_naming_both(started_sweep, flag, value, saved):
-    from cmmd_dist.tune.sweep import plan_sweep
+    from cmmd_dist.tune.plan import plan_sweep
 
     with pytest.raises(UserError) as err:
         plan_sweep(_resume(started_sweep, **{flag: value}))
@@ -178,7 +179,7 @@ def test_a_resume_refuses_another_identity_naming_both(started_sweep, flag, valu
 
 
 def test_a_resume_refuses_another_tracking_store(started_sweep, tmp_path):
-    from cmmd_dist.tune.sweep import plan_sweep
+    from cmmd_dist.tune.plan import plan_sweep
 
     other = f"sqlite:///{tmp_path / 'other.db'}"
     with pytest.raises(UserError, match=r"--mlflow.*mlruns\.db.*other\.db"):
@@ -186,7 +187,7 @@ def test_a_resume_refuses_another_tracking_store(started_sweep, tmp_path):
 
 
 def test_a_resume_takes_what_it_leaves_out_from_its_sweep(started_sweep, tmp_path, monkeypatch):
-    from cmmd_dist.tune.sweep import plan_sweep
+    from cmmd_dist.tune.plan import plan_sweep
 
     monkeypatch.chdir(tmp_path)  # the embedded store of another folder would be another tracking store
     plan = plan_sweep(_resume(started_sweep))
@@ -197,7 +198,7 @@ def test_a_resume_takes_what_it_leaves_out_from_its_sweep(started_sweep, tmp_pat
 
 def test_a_resume_refuses_a_search_space_changed_since_the_start(tmp_path):
     from cmmd_dist.tune.identity import record_identity
-    from cmmd_dist.tune.sweep import plan_sweep
+    from cmmd_dist.tune.plan import plan_sweep
 
     space = tmp_path / "space.yaml"
     space.write_text((Path(__file__).parents[3] / "cmmd_dist/search_spaces/digits2v.yaml").read_text())

@@ -6,7 +6,7 @@ import pytest
 
 from cmmd_dist.config import SweepConfig
 from cmmd_dist.tune.search_space import load_search_space
-from cmmd_dist.tune.sweep import sweep_base
+from cmmd_dist.tune.plan import sweep_base
 
 
 def test_relative_prepared_dataset_becomes_absolute(tmp_path, monkeypatch):
