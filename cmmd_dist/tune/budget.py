@@ -124,7 +124,9 @@ def check_budget(max_trial_epochs: int | None, workers: int) -> None:
 
 def budget_in_force(tuner) -> TrialEpochBudget | None:
     """The budget the sweep runs under: the one a resumed Tuner restored from ``tuner.pkl``. Tune has no public
-    getter of a Tuner's RunConfig, hence its private ``_local_tuner`` (not in Ray client mode, which we never use)."""
-    local = getattr(tuner, "_local_tuner", None)
-    stop = local.get_run_config().stop if local is not None else None
+    getter of a Tuner's RunConfig: ``workarounds.tuner_run_config``."""
+    from cmmd_dist.tune.workarounds import tuner_run_config
+
+    config = tuner_run_config(tuner)
+    stop = config.stop if config is not None else None
     return stop if isinstance(stop, TrialEpochBudget) else None

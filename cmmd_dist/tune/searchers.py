@@ -55,9 +55,12 @@ class PruneAwareOptunaSearch(OptunaSearch):
             return super().on_trial_complete(trial_id, result, error)
         from optuna.trial import TrialState
 
+        from cmmd_dist.tune.workarounds import optuna_study_of
+
         try:  # Optuna takes a pruned trial's value from its last reported figure
             self._report_last(trial_id, result)
-            self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
+            study, trials = optuna_study_of(self)
+            study.tell(trials[trial_id], state=TrialState.PRUNED)
         finally:
             self._completed_trials.add(trial_id)
 
@@ -67,8 +70,11 @@ class PruneAwareOptunaSearch(OptunaSearch):
         step, value = result.get(TRAINING_ITERATION), result.get(self.metric)
         if result.get("stage", "supervised") != "supervised" or step is None or value is None:
             return
-        ot_trial = self._ot_trials[trial_id]
-        if step not in self._ot_study.get_trials(deepcopy=False)[ot_trial.number].intermediate_values:
+        from cmmd_dist.tune.workarounds import optuna_study_of
+
+        study, trials = optuna_study_of(self)
+        ot_trial = trials[trial_id]
+        if step not in study.get_trials(deepcopy=False)[ot_trial.number].intermediate_values:
             ot_trial.report(value, step)
 
 

@@ -31,6 +31,9 @@ Train controller whose reports could be stuck.
   many CPUs" before it starts): Ray's private ``ray._private.services.get_ray_address_from_environment`` and
   ``ray._private.utils.get_num_cpus``; where they are gone it warns and the pre-Ray check is skipped. Sentinel:
   ``tests/unit/tune/test_tune_workarounds.py::test_the_pre_ray_workers_check_still_finds_rays_address_and_cpu_count``.
+- :func:`tuner_run_config` and :func:`optuna_study_of` (no upstream issue: Tune has no public getter of a Tuner's
+  RunConfig, nor of an ``OptunaSearch``'s study): the private ``Tuner._local_tuner`` (warns where gone) and
+  ``OptunaSearch._ot_study`` / ``_ot_trials`` (AttributeError where gone); a sentinel test each, in the same file.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ import ray
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 __all__ = ["CooperativeASHA", "Verdicts", "drain_reports", "wait_for_verdict", "COMPLETED_KEY", "CREDENTIAL_VARS",
-           "keep_credentials_out_of_runtime_env", "tune_copies_credentials", "local_ray_cpus"]
+           "keep_credentials_out_of_runtime_env", "tune_copies_credentials", "local_ray_cpus", "tuner_run_config",
+           "optuna_study_of"]
 
 COMPLETED_KEY = "cv_completed"  # 1 on the report that ends a trial by itself (last epoch, or patience ran out)
 
@@ -148,3 +152,23 @@ def local_ray_cpus() -> int | None:
         return None
     except ConnectionError:  # RAY_ADDRESS=auto with no cluster up: ray.init reports it
         return None
+
+
+def tuner_run_config(tuner):
+    """The RunConfig a Tuner runs under (a resumed one: the one restored from ``tuner.pkl``). Tune has no public
+    getter, hence its private ``Tuner._local_tuner`` (absent in Ray client mode, which we never use). Sentinel:
+    ``tests/unit/tune/test_tune_workarounds.py::test_a_tuner_still_keeps_its_run_config_in_its_local_tuner``."""
+    local = getattr(tuner, "_local_tuner", None)
+    if local is None:
+        warnings.warn("Ray Tune's Tuner has no _local_tuner any more: the restored trial-epoch budget is not read",
+                      RuntimeWarning, stacklevel=2)
+        return None
+    return local.get_run_config()
+
+
+def optuna_study_of(searcher):
+    """(the Optuna study, Tune trial id -> Optuna trial) of a Tune ``OptunaSearch``: Tune's searcher keeps them
+    private (``_ot_study``, ``_ot_trials``) and tells Optuna nothing of a trial a scheduler stopped, which
+    ``searchers.PruneAwareOptunaSearch`` reports as PRUNED. Raises AttributeError where Tune renamed them.
+    Sentinel: ``tests/unit/tune/test_tune_workarounds.py::test_optuna_search_still_keeps_its_study_and_trials``."""
+    return searcher._ot_study, searcher._ot_trials

@@ -112,3 +112,24 @@ def test_the_pre_ray_workers_check_warns_where_rays_helpers_are_gone(monkeypatch
         warnings.simplefilter("always")
         assert local_ray_cpus() is None
     assert any("not checked" in str(w.message) for w in seen)
+
+
+def test_a_tuner_still_keeps_its_run_config_in_its_local_tuner(tmp_path):
+    """``tuner_run_config`` reads Tune's private ``Tuner._local_tuner``: fails when Tune moves it."""
+    from ray import tune
+
+    from cmmd_dist.tune.workarounds import tuner_run_config
+
+    tuner = tune.Tuner(lambda config: None, run_config=tune.RunConfig(name="x", storage_path=str(tmp_path)))
+    assert tuner_run_config(tuner).name == "x"
+
+
+def test_optuna_search_still_keeps_its_study_and_trials():
+    """``optuna_study_of`` reads Tune's private ``OptunaSearch._ot_study`` / ``_ot_trials``."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from cmmd_dist.tune.workarounds import optuna_study_of
+
+    searcher = OptunaSearch(space={"x": __import__("ray").tune.uniform(0, 1)}, metric="m", mode="max")
+    study, trials = optuna_study_of(searcher)
+    assert hasattr(study, "tell") and isinstance(trials, dict)
