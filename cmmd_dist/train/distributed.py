@@ -407,11 +407,9 @@ def check_resources(run: RunConfig) -> None:
     """Refuse a worker group that the Ray instance this process started cannot hold (Ray Train would wait
     60 s, then retry forever). A cluster we connected to (RAY_ADDRESS, ``ray job submit``) may autoscale:
     there Ray Train waits for nodes as usual."""
-    try:
-        started_here = bool(ray._private.worker._global_node.head)  # no public API says who started Ray
-    except AttributeError:
-        started_here = False
-    if not started_here:
+    from cmmd_dist.train.ray_compat import ray_started_here
+
+    if not ray_started_here():  # no public API says who started Ray
         return
     d = run.distributed
     have = ray.cluster_resources()

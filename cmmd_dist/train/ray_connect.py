@@ -24,12 +24,9 @@ __all__ = ["cluster_address", "check_cluster_access", "connect_ray", "refused_me
 def cluster_address() -> str | None:
     """The ``host:port`` of the cluster that ``ray.init()`` would connect to; None when it would start its own,
     uses Ray Client (``ray://``), or Ray's private lookup is gone."""
-    try:
-        from ray._private.services import get_ray_address_from_environment
+    from cmmd_dist.train.ray_compat import ray_address_from_environment
 
-        address = get_ray_address_from_environment(None, None)
-    except (ImportError, AttributeError, ConnectionError):
-        return None
+    address = ray_address_from_environment()
     if not address or "://" in address or address in ("auto", "local"):
         return None
     return address
@@ -74,14 +71,13 @@ def check_cluster_access() -> None:
     address = cluster_address()
     if address is None or not _listening(address):
         return
-    try:
-        from ray._raylet import GcsClient
-        from ray.exceptions import AuthenticationError
-    except ImportError:  # private API gone: ray.init reports it, at length
-        return
+    from ray.exceptions import AuthenticationError
+
+    from cmmd_dist.train.ray_compat import gcs_client
+
     try:
         with _stderr_to_devnull():
-            GcsClient(address=address)
+            gcs_client(address)  # None (warned) where Ray's GcsClient is gone: ray.init reports a refusal
     except AuthenticationError:
         raise UserError(refused_message(address)) from None
     except Exception:  # noqa: BLE001  anything else (not a GCS, not ready yet) is ray.init's to report

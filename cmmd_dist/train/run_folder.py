@@ -207,13 +207,10 @@ def _note_sigint(trainer, interrupted: threading.Event) -> None:
     """Let the driver know that the user pressed Ctrl-C. Ray Train installs its own SIGINT handler in
     ``fit`` (it aborts the run gracefully) and ``fit`` then fails like any crash; wrapping the handler as
     Ray registers it is the only way to tell the two apart (Ray 2.60: ``_register_sigint_handler``; where
-    that is gone, Ctrl-C still ends the run, with a plain "interrupted")."""
-    register = getattr(trainer, "_register_sigint_handler", None)
-    if register is None:
-        return
+    that is gone, Ctrl-C still ends the run, with a plain "interrupted"): ``ray_compat.wrap_sigint_registration``."""
+    from cmmd_dist.train.ray_compat import wrap_sigint_registration
 
-    def register_and_note(controller) -> None:
-        register(controller)
+    def note() -> None:
         ray_handler = signal.getsignal(signal.SIGINT)
 
         def handler(signum, frame) -> None:
@@ -223,4 +220,4 @@ def _note_sigint(trainer, interrupted: threading.Event) -> None:
 
         signal.signal(signal.SIGINT, handler)
 
-    trainer._register_sigint_handler = register_and_note
+    wrap_sigint_registration(trainer, note)
