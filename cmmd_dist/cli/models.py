@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import warnings
 from pathlib import Path
 
 from cmmd_dist.errors import UserError, one_line
@@ -24,26 +23,19 @@ from cmmd_dist.errors import UserError, one_line
 __all__ = ["add_models_subcommand", "cmd_list", "cmd_pull", "cmd_predict"]
 
 
-def _quiet() -> None:
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    warnings.filterwarnings("ignore", message=".*type hints.*")
-
-
 def cmd_list(args: argparse.Namespace) -> int:
+    from cmmd_dist.tracking.models import registered_model_rows
     from cmmd_dist.tracking.store import Tracker
 
     tracker = Tracker(args.mlflow)
-    models = tracker.client.search_registered_models()
-    if not models:
+    rows = registered_model_rows(tracker)
+    if not rows:
         print(f"no registered models in {tracker.uri}")
         return 0
     print(f"{'name':<32} {'alias':<12} {'version':>7}  metrics")
-    for m in sorted(models, key=lambda m: m.name):
-        for alias, version in sorted(m.aliases.items()) or [("-", m.latest_versions[-1].version if m.latest_versions else "-")]:
-            tags = tracker.client.get_model_version(m.name, version).tags if version != "-" else {}
-            figures = ", ".join(f"{k.removeprefix('metric.')}={float(v):.4f}" for k, v in sorted(tags.items())
-                                if k.startswith("metric.") and k.count(".") == 1)
-            print(f"{m.name:<32} {alias:<12} {version:>7}  {figures}")
+    for name, alias, version, metrics in rows:
+        figures = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+        print(f"{name:<32} {alias:<12} {version:>7}  {figures}")
     return 0
 
 
@@ -80,10 +72,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import mlflow.pyfunc
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    from cmmd_dist.datasets.table_io import read_parquet_file, write_parquet_frame
+    from cmmd_dist.tracking.models import load_registered_pyfunc
     from cmmd_dist.tracking.store import Tracker
 
     out = Path(args.output)
@@ -93,16 +83,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     check_folder_path(str(out.parent), "--output")
     tracker = Tracker(args.mlflow)
-    mv = tracker.model_version(args.name, args.alias)  # a clear error before anything is read or written
-    with tempfile.TemporaryDirectory() as tmp:  # loading reads every file; the folder can go afterwards
-        model = mlflow.pyfunc.load_model(str(tracker.download(args.name, args.alias, tmp)))
-    names = [c.name for c in model.metadata.get_input_schema().inputs]
-    if not Path(args.input).is_file():
-        raise UserError(f"--input {args.input}: no such file")
-    try:
-        table = pq.read_table(args.input)
-    except (OSError, pa.ArrowException) as err:
-        raise UserError(f"--input {args.input}: not a readable Parquet file ({one_line(err)})") from err
+    # an unknown name or alias is a clear error before anything is read or written
+    mv, model, names = load_registered_pyfunc(tracker, args.name, args.alias)
+    table = read_parquet_file(args.input, "--input")
     missing = [n for n in names if n not in table.column_names]
     if missing:
         raise UserError(f"{args.input}: no column {missing[0]!r} (observed modalities of {args.name}: {names}; "
@@ -112,12 +95,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except ValueError as err:  # the pyfunc's refusal (non-finite or wrong-width cells) names column and row
         raise UserError(f"--input {args.input}: {one_line(err)}") from err
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    try:
-        pq.write_table(pa.Table.from_pandas(preds, preserve_index=False), tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_parquet_frame(preds, out)
     print(f"{len(preds)} predictions ({args.task}) of {args.name}@{args.alias} (version {mv.version}) -> {out}")
     return 0
 
@@ -126,17 +104,13 @@ def _run(func):
     """``func`` with MLflow's own errors (unreachable store, refused request) as one-line UserErrors."""
 
     def wrapped(args: argparse.Namespace) -> int:
-        from mlflow.exceptions import MlflowException
-
+        from cmmd_dist.tracking.models import mlflow_errors, quiet
         from cmmd_dist.tracking.store import check_tracking_uri
 
-        _quiet()
+        quiet()
         check_tracking_uri(args.mlflow, must_exist=True)  # these commands read a store: never create one
-        try:
+        with mlflow_errors(args.mlflow):
             return func(args)
-        except MlflowException as err:
-            raise UserError(f"MLflow ({args.mlflow or os.environ.get('MLFLOW_TRACKING_URI') or 'sqlite:///./mlruns.db'}): "
-                            f"{one_line(err)}") from err
 
     return wrapped
 
