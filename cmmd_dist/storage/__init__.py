@@ -22,7 +22,7 @@ submodule by responsibility (submodules import their siblings directly, never th
 
 from __future__ import annotations
 
-from cmmd_dist.storage.files import delete_file, exists, read_bytes, sha256_hex, write_bytes
+from cmmd_dist.storage.files import delete_file, exists, is_local_filesystem, read_bytes, sha256_hex, write_bytes
 from cmmd_dist.storage.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAMES,
@@ -55,6 +55,7 @@ __all__ = [
     "join_uri",
     "check_relative_path",
     "check_manifest_files",
+    "is_local_filesystem",
     "confined",
     "own_file",
     "resolve",

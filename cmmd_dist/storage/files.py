@@ -17,7 +17,12 @@ import pyarrow.fs as pafs
 from cmmd_dist.storage.paths import StorageError, is_s3_uri
 from cmmd_dist.storage.s3 import S3Settings, check_bucket, explain_error, resolve
 
-__all__ = ["write_bytes", "read_bytes", "exists", "delete_file", "sha256_hex"]
+__all__ = ["write_bytes", "read_bytes", "exists", "delete_file", "sha256_hex", "is_local_filesystem"]
+
+
+def is_local_filesystem(fs) -> bool:
+    """Whether ``fs`` (a pyarrow filesystem, e.g. a Ray checkpoint's) is this machine's own disk."""
+    return isinstance(fs, pafs.LocalFileSystem)
 
 
 def write_bytes(uri: str, data: bytes, settings: S3Settings | None = None) -> None:

@@ -57,6 +57,7 @@ from cmmd_dist.train.gather import gather_for
 from cmmd_dist.train.loop import evaluate_loss, placement, train_epoch
 from cmmd_dist.train.metrics import WorkerMetrics
 from cmmd_dist.train.optim import make_optimizer
+from cmmd_dist.train.ray_compat import checkpoint_folder
 from cmmd_dist.train.ranks import autocast_for, group_mean, reseed_rank
 from cmmd_dist.train.run_folder import USER_ERROR_KEY, RunFolder, storage_uri
 from cmmd_dist.train.single import check_data, seed_everything, stage_rows
@@ -235,21 +236,9 @@ def _load_rows(run: RunConfig, rank: int, world: int, retrain: bool, device) -> 
 
 
 def _restore(checkpoint, rank: int, core: CMMD, optimizer, gen: torch.Generator) -> ResumeState:
-    """Load the checkpoint on this rank from a copy of its own.
-
-    Works around Ray 2.60's ``Checkpoint.as_directory``: the ranks of a node share one temporary download
-    folder, and a rank that takes the download lock after another released it downloads again over the files
-    that rank is reading (seen: a rank0.pt read half-rewritten, refused as unreadable, in a full test run).
-    ``to_directory(path)`` into a private folder takes no shared lock. Remove when Ray checks that the
-    folder is complete before downloading again."""
-    import tempfile
-
-    import pyarrow.fs
-
-    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
-        return load_checkpoint(checkpoint.path, rank, core, optimizer, gen)
-    with tempfile.TemporaryDirectory(prefix=f"cmmd-restore-rank{rank}-") as own:
-        return load_checkpoint(checkpoint.to_directory(own), rank, core, optimizer, gen)
+    """Load the checkpoint on this rank from a folder of its own (:func:`ray_compat.checkpoint_folder`)."""
+    with checkpoint_folder(checkpoint, rank) as folder:
+        return load_checkpoint(folder, rank, core, optimizer, gen)
 
 
 def _agreed(step, world: int) -> tuple[object, str | None]:
