@@ -1,7 +1,8 @@
 """The sweep's command line, built from ``SweepConfig``'s fields: ``python -m cmmd_dist.tune`` and ``cmmd-dist tune``.
 
-Each field is one option: ``--<name-with-dashes>`` (``output_dir`` is ``--out``), its type and choices from the
-field's annotation, its help from the field's description. A flag that defaults to true is ``--no-<name>``.
+Each field is one option by :func:`cli.options.field_option`: ``--<name-with-dashes>`` (``output_dir`` is
+``--out``), its type and choices from the field's annotation, its help from the field's description. A flag
+that defaults to true is ``--no-<name>``.
 Unset options are left out, so the field's own default (or the search space's value) applies. Both entry
 points call :func:`build_parser`, so they cannot drift apart, and a new ``SweepConfig`` field is an option.
 """
@@ -10,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import types
-import typing
-from typing import Literal
 
 from cmmd_dist.config import SweepConfig
+from cmmd_dist.cli.options import field_option
 from cmmd_dist.cli.parser import OneLineArgumentParser
 from cmmd_dist.errors import run_cli
 
@@ -23,29 +22,13 @@ __all__ = ["build_parser", "settings_from_args", "run_from_args", "main", "FLAGS
 FLAGS = {"output_dir": "--out"}  # fields whose option is not --<name-with-dashes>
 
 
-def _option(name: str, field) -> tuple[list[str], dict]:
-    """(option strings, argparse keywords) of one SweepConfig field."""
-    ann = field.annotation
-    if isinstance(ann, types.UnionType) or typing.get_origin(ann) is typing.Union:
-        ann = next(a for a in typing.get_args(ann) if a is not type(None))
-    flag = FLAGS.get(name, "--" + name.replace("_", "-"))
-    kw: dict = {"dest": name, "default": None, "help": (field.description or "").replace("%", "%%")}  # argparse formats help
-    if ann is bool:
-        if field.default:
-            return [f"--no-{name.replace('_', '-')}"], {**kw, "action": "store_false"}
-        return [flag], {**kw, "action": "store_true"}
-    if typing.get_origin(ann) is Literal:
-        return [flag], {**kw, "choices": list(typing.get_args(ann))}
-    return [flag], {**kw, "type": ann}
-
-
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The sweep's options on ``p`` (the ``cmmd-dist tune`` subparser), or a parser of their own with ``--debug``."""
     standalone = p is None
     if p is None:
         p = OneLineArgumentParser(prog="python -m cmmd_dist.tune", description=__doc__.splitlines()[0])
     for name, field in SweepConfig.model_fields.items():
-        flags, kw = _option(name, field)
+        flags, kw = field_option(name, field, FLAGS.get(name))
         p.add_argument(*flags, **kw)
     if standalone:
         p.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
