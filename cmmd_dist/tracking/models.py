@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from cmmd_dist.errors import UserError, one_line
-from cmmd_dist.tracking.store import CHAMPION, Tracker
+from cmmd_dist.tracking.schema import CHAMPION
+from cmmd_dist.tracking.store import Tracker
 
 __all__ = ["quiet", "mlflow_errors", "registered_model_rows", "load_registered_pyfunc"]
 

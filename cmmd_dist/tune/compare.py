@@ -213,18 +213,17 @@ def _extra_seed(summary: dict, seed: int, log) -> dict:
 
 def _nest(tracker, sweep_id: str, parent: str) -> str | None:
     """Put the sweep's MLflow run (tag sweep_id) under the compare run; returns its run id."""
-    exp = tracker.client.get_run(parent).info.experiment_id
-    found = tracker._find(exp, f"tags.kind = 'sweep' and tags.sweep_id = '{sweep_id}'")
-    if found is None:
-        return None
-    tracker.client.set_tag(found.info.run_id, "mlflow.parentRunId", parent)
-    return found.info.run_id
+    found = tracker.find_sweep_run(tracker.experiment_of(parent), sweep_id)
+    if found is not None:
+        tracker.nest_under(found, parent)
+    return found
 
 
 def run_compare(settings, kinds: list[str], seeds: int, log=print, paper: dict | None = None) -> dict:
     """One sweep per kind (``settings``: a ``SweepConfig`` shared by all), ``seeds`` retrains of each champion, the
     table written and logged. Returns the comparison (also ``compare.json``)."""
-    from cmmd_dist.tracking.store import Tracker, registered_name
+    from cmmd_dist.tracking.schema import registered_name
+    from cmmd_dist.tracking.store import Tracker
     from cmmd_dist.tune.search_space import load_search_space
     from cmmd_dist.tune.sweep import run_sweep
 
@@ -243,9 +242,9 @@ def run_compare(settings, kinds: list[str], seeds: int, log=print, paper: dict |
     folder = Path(settings.output_dir) / name
     tracker = Tracker(settings.mlflow)
     exp = tracker.experiment(registered_name(dataset, settings.scenario))
-    parent = tracker.client.create_run(exp, run_name=name, tags={
+    parent = tracker.start_run(exp, name, tags={
         "kind": "compare", "dataset": dataset, "preset": settings.preset or "none", "kinds": ",".join(kinds),
-        "seeds": str(seeds)}).info.run_id
+        "seeds": str(seeds)})
     t0 = time.time()
     models, sweeps = {}, {}
     try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import yaml
 from ray import tune
 
-from cmmd_dist.tracking.store import SweepRecorder
+from cmmd_dist.tracking.recorder import SweepRecorder
 from cmmd_dist.train.metrics import SweepGauges
 
 __all__ = ["MlflowTrials", "trial_state", "start_recorder", "finish_sweep", "sweep_figures"]

@@ -89,7 +89,7 @@ def run_tiny_sweep(tmp_path: Path, name: str) -> None:
     from ray import tune
 
     from cmmd_dist.tune.sweep_tracking import MlflowTrials
-    from cmmd_dist.tracking.store import SweepRecorder
+    from cmmd_dist.tracking.recorder import SweepRecorder
 
     def sweep_trial(config: dict) -> None:  # nested: pickled by value, workers cannot import this test module
         """Reports like cmmd_dist's CV trials: cv_metric per epoch, cv_completed=1 on a trial's natural end."""

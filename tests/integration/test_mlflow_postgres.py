@@ -124,7 +124,7 @@ SWEEP_DRIVER = """
 import sys, numpy as np, torch
 from cmmd_dist.datasets.loaders import DIGITS2V_SPEC
 from cmmd_dist.model import CMMD, CMMDConfig, ModalityDef
-from cmmd_dist.tracking.store import SweepRecorder
+from cmmd_dist.tracking.recorder import SweepRecorder
 uri, dataset, seed, trials, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 rec = SweepRecorder(dataset, None, {"lam": {"dist": "uniform", "low": 0, "high": 1}}, sweep_id=f"pg/sweep-{seed}", uri=uri,
                     retry_s=0.5)

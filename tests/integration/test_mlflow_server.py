@@ -52,7 +52,7 @@ SWEEP_NAME = SWEEP_ID.rsplit("/", 1)[1]
 def sweep(mlflow_server):
     """The sweep driver's tracking (``SweepRecorder`` events, then ``finish``), with two real tiny trainings."""
     from cmmd_dist.tune.sweep_tracking import sweep_figures
-    from cmmd_dist.tracking.store import SweepRecorder
+    from cmmd_dist.tracking.recorder import SweepRecorder
 
     bundle = load_bundle(tiny_run(0.5).data)
     rec = SweepRecorder("digits2v", None, {"lam": {"dist": "uniform", "low": 0, "high": 1}},

@@ -120,7 +120,7 @@ def test_tracking_writes_wait_for_a_server_that_went_away(s3_server, tmp_path):
     from mlflow.tracking import MlflowClient
     from mlflow_server import MlflowServer
 
-    from cmmd_dist.tracking.store import SweepRecorder
+    from cmmd_dist.tracking.recorder import SweepRecorder
 
     env = {**s3_server.env(), "MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint}
     boto3.client("s3", endpoint_url=s3_server.endpoint, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],

@@ -167,7 +167,8 @@ def test_a_sweep_logs_coherence_and_the_judges_to_mlflow_and_models_list_shows_i
     from cmmd_dist.cli.app import main
     from cmmd_dist.config import RunConfig
     from cmmd_dist.evaluation.metrics import run_coherence
-    from cmmd_dist.tracking.store import SweepRecorder, Tracker
+    from cmmd_dist.tracking.recorder import SweepRecorder
+    from cmmd_dist.tracking.store import Tracker
     from cmmd_dist.tune.sweep_tracking import finish_sweep
 
     bundle, out = mst

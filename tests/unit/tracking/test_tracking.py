@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from cmmd_dist.datasets.loaders import DIGITS2V_SPEC
 from cmmd_dist.model import CMMD, CMMDConfig, ModalityDef
 from cmmd_dist.tracking.pyfunc import rows_frame
-from cmmd_dist.tracking.store import (
+from cmmd_dist.tracking import (
     SweepRecorder, Tracker, TrackingError, pull, registered_name, resolve_tracking_uri, ui_command,
 )
 

@@ -11,7 +11,7 @@ import torch
 from cmmd_dist.datasets.loaders import DIGITS2V_SPEC
 from cmmd_dist.model import VCCA, BaselineConfig, CMMDConfig, ModalityDef, MxO
 from cmmd_dist.tracking.pyfunc import load_files, model_kind, rows_frame, save
-from cmmd_dist.tracking.store import Tracker, pull, registered_name
+from cmmd_dist.tracking import Tracker, pull, registered_name
 
 
 def tiny_cfg() -> CMMDConfig:

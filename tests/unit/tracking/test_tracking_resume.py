@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pickle
 
-from cmmd_dist.tracking.store import SweepRecorder
+from cmmd_dist.tracking.recorder import SweepRecorder
 
 
 def test_a_restarted_trial_logs_each_epoch_once_and_lost_trials_end_killed(tmp_path):

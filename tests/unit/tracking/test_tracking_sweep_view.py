@@ -10,7 +10,9 @@ import torch
 from cmmd_dist.tracking import plots
 from cmmd_dist.datasets.loaders import DIGITS2V_SPEC
 from cmmd_dist.model import CMMD, CMMDConfig, ModalityDef
-from cmmd_dist.tracking.store import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, SweepRecorder, Tracker
+from cmmd_dist.tracking.recorder import SweepRecorder
+from cmmd_dist.tracking.schema import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+from cmmd_dist.tracking.store import Tracker
 
 SWEEP_ID = "s3://bucket/sweeps/sweep-view2-20260101-120000"
 
@@ -56,7 +58,7 @@ def test_experiments_carry_a_runs_table_view_of_every_sweep_figure(uri):
     import json
 
     from cmmd_dist.tune.sweep_tracking import sweep_figures
-    from cmmd_dist.tracking.store import SWEEP_COLUMNS, SWEEP_VIEW
+    from cmmd_dist.tracking.schema import SWEEP_COLUMNS, SWEEP_VIEW
 
     tracker = Tracker(uri)
     tags = tracker.client.get_experiment(tracker.experiment("cmmd-view")).tags
