@@ -29,6 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tiny import TINY
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CLI = [str(BIN / "cmmd-dist")]
@@ -419,9 +421,6 @@ def test_no_model_version_and_no_running_run_was_left(results):
 
 
 # -- the same contract inside Ray Train (in-process on the session Ray: starting Ray per case costs too much) ---
-TINY = {"zdim": 4, "encoder_hidden": [16], "prior_hidden": [16], "decoder_hidden": [16], "classifier_hidden": [8]}
-
-
 def ray_run(tmp_path: Path, data: dict, workers: int = 2, **distributed):
     from cmmd_dist.storage.yaml_files import load_run_config
 

@@ -19,6 +19,7 @@ from cmmd_dist.storage.yaml_files import load_run_config
 from cmmd_dist.model import BaselineConfig, CMMDConfig, LossWeights, ModalityDef, make_model
 from cmmd_dist.train.distributed import run_distributed
 from cmmd_dist.train.loop import train_step
+from tiny import TINY_WIDE
 
 pytestmark = pytest.mark.integration
 
@@ -104,8 +105,7 @@ def test_every_baseline_steps_under_two_worker_ddp(ray_session, tmp_path):
 def test_cli_trains_a_baseline_on_two_workers(ray_session, tmp_path):
     run = load_run_config(None, {
         "data": {"dataset": "digits2v", "limit": 128},
-        "model": {"kind": "mvae", "zdim": 4, "encoder_hidden": [32], "prior_hidden": [32], "decoder_hidden": [32],
-                  "classifier_hidden": [16]},
+        "model": {"kind": "mvae", **TINY_WIDE},
         "train": {"epochs": 2, "batch_size": 32, "lr": 1e-3, "progress": False, "baseline": False},
         "distributed": {"workers": 2, "storage": str(tmp_path / "ray"), "name": "mvae-ddp"},
         "output_dir": str(tmp_path / "runs"),

@@ -10,6 +10,7 @@ import pytest
 from cmmd_dist.evaluation import coherence
 from cmmd_dist.evaluation.coherence import Recipe
 from cmmd_dist.config import RunConfig
+from tiny import TINY
 
 MNIST_PKL = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist.pkl.gz"
 
@@ -27,8 +28,7 @@ def test_a_distributed_run_on_mst_reports_coherence(ray_session, svhn_writer, tm
     monkeypatch.setattr(coherence, "DEFAULT_RECIPE", Recipe(epochs=1, min_steps=30, batch_size=32))  # the driver's
     run = RunConfig.model_validate({
         "data": {"dataset": "mst", "source": str(src), "limit": 200, "scenario": "mnist"},
-        "model": {"zdim": 4, "encoder_hidden": [16], "prior_hidden": [16], "decoder_hidden": [16],
-                  "classifier_hidden": [8]},
+        "model": TINY,
         "train": {"epochs": 1, "batch_size": 50, "progress": False, "baseline": False, "threads": 1},
         "distributed": {"workers": 1, "storage": str(tmp_path / "ray")},
         "output_dir": str(tmp_path / "runs")})

@@ -32,10 +32,10 @@ from cmmd_dist.datasets.row_ids import SPLIT_CODES
 from cmmd_dist.train.folds import assign_folds, development_ids, development_split
 from cmmd_dist.model.mmd import mmd
 from cmmd_dist.config import Folds
+from tiny import TINY
 
 pytestmark = pytest.mark.integration
 
-TINY = {"zdim": 4, "encoder_hidden": [16], "prior_hidden": [16], "decoder_hidden": [16], "classifier_hidden": [8]}
 FOLDS = Folds(k=3, strategy="kfold", seed=0)
 PRETRAIN, EPOCHS = 2, 2
 UNLABELED = SPLIT_CODES["unlabeled"] * 10**12

@@ -18,16 +18,15 @@ from cmmd_dist.evaluation.metrics import evaluate_model
 from cmmd_dist.train.build import build_model
 from cmmd_dist.train.distributed import rank_rows, run_distributed
 from crash_drill import CrashOnce
+from tiny import TINY_WIDE
 
 pytestmark = pytest.mark.integration
-
-TINY = {"zdim": 4, "encoder_hidden": [32], "prior_hidden": [32], "decoder_hidden": [32], "classifier_hidden": [16]}
 
 
 def tiny_run(tmp_path, epochs: int, **distributed):
     return load_run_config(None, {
         "data": {"dataset": "digits2v", "limit": 256},
-        "model": TINY,
+        "model": TINY_WIDE,
         "train": {"epochs": epochs, "batch_size": 32, "lr": 1e-3, "progress": False, "baseline": False},
         "distributed": {"workers": 2, "max_failures": 1, "keep_checkpoints": None, **distributed},
         "output_dir": str(tmp_path / "runs"),

@@ -18,10 +18,10 @@ from cmmd_dist.datasets.registry import load_bundle
 from cmmd_dist.datasets.synth import synth_like_flickr
 from cmmd_dist.train.distributed import retrain_distributed, run_distributed
 from crash_drill import CrashOnce
+from tiny import TINY
 
 pytestmark = pytest.mark.integration
 
-TINY = {"zdim": 4, "encoder_hidden": [16], "prior_hidden": [16], "decoder_hidden": [16], "classifier_hidden": [8]}
 PRETRAIN, EPOCHS = 3, 2
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

@@ -21,13 +21,13 @@ import pytest
 from cmmd_dist.storage.yaml_files import load_run_config
 from cmmd_dist.train.distributed import run_distributed
 from crash_drill import CrashOnce
+from tiny import TINY
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_ONLY = {"ray_node_gpus_utilization", "ray_node_gram_used", "ray_node_gpus_available"}  # exported with GPUs only
 SERIES = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
-TINY = {"zdim": 4, "encoder_hidden": [16], "prior_hidden": [16], "decoder_hidden": [16], "classifier_hidden": [8]}
 
 
 class Scraper(threading.Thread):

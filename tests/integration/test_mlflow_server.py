@@ -24,6 +24,7 @@ from cmmd_dist.tracking.plots import report_figures
 from cmmd_dist.tracking.store import Tracker, TrackingError, pull
 from cmmd_dist.datasets.tensors import SplitTensors
 from cmmd_dist.train.single import fit
+from tiny import TINY_WIDE
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,7 @@ LAMBDAS = (0.4, 1.0)
 def tiny_run(lam: float):
     return load_run_config(None, {
         "data": {"dataset": "digits2v"},
-        "model": {"zdim": 4, "encoder_hidden": [32], "prior_hidden": [32], "decoder_hidden": [32], "classifier_hidden": [16]},
+        "model": TINY_WIDE,
         "loss": {"lam": lam},
         "train": {"epochs": 2, "batch_size": 128, "lr": 2e-3, "progress": False, "baseline": False},
     })

@@ -17,6 +17,7 @@ from cmmd_dist.storage.yaml_files import load_run_config
 from cmmd_dist.datasets.shards import write_stream
 from cmmd_dist.datasets.spec import DatasetSpec, DatasetStream, ModalitySpec, Split
 from cmmd_dist.storage import create_bucket
+from tiny import TINY
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +25,6 @@ BUCKET = "cmmd-stream-memory"
 N = 2_200
 SPEC = DatasetSpec(name="wide", modalities=(ModalitySpec("image", (3857,), "gaussian"), ModalitySpec("tags", (2000,), "gaussian")),
                    label_kind="classes", num_classes=4, scenarios={"image": ("image",)}, default_scenario="image")
-TINY = {"zdim": 4, "encoder_hidden": [16], "prior_hidden": [16], "decoder_hidden": [16], "classifier_hidden": [8]}
 
 
 def _blocks(rows: int, seed: int, block: int = 1000):

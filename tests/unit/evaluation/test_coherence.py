@@ -19,6 +19,7 @@ from cmmd_dist.datasets.spec import DatasetSpec
 from cmmd_dist.evaluation.metrics import evaluate_model
 from cmmd_dist.model import BaselineConfig, CMMDConfig, ModalityDef, make_model
 from cmmd_dist.datasets.tensors import SplitTensors
+from tiny import TINY
 
 MNIST_PKL = Path(__file__).resolve().parents[4] / "shared" / "data" / "mnist.pkl.gz"
 RECIPE = Recipe(epochs=1, min_steps=100, batch_size=32)
@@ -215,8 +216,7 @@ def test_train_single_reports_coherence_on_mst(mst, monkeypatch):
     monkeypatch.setattr(coherence, "_train", no_training)
     run = RunConfig.model_validate({
         "data": {"dataset": "mst", "scenario": "mnist"},
-        "model": {"zdim": 4, "encoder_hidden": [16], "prior_hidden": [16], "decoder_hidden": [16],
-                  "classifier_hidden": [8]},
+        "model": TINY,
         "train": {"epochs": 1, "batch_size": 64, "progress": False, "baseline": False, "threads": 1},
         "output_dir": str(out)})
     test = fit(run, bundle, log=lambda *a: None)["test"]

@@ -14,14 +14,13 @@ from cmmd_dist.storage.yaml_files import load_run_config
 from cmmd_dist.datasets.registry import load_bundle
 from cmmd_dist.train.build import build_model
 from cmmd_dist.train.single import fit
-
-TINY = {"zdim": 4, "encoder_hidden": [32], "prior_hidden": [32], "decoder_hidden": [32], "classifier_hidden": [16]}
+from tiny import TINY_WIDE
 
 
 def run_of(kind: str, **model):
     return load_run_config(None, {
         "data": {"dataset": "digits2v", "limit": 150},
-        "model": {**TINY, "kind": kind, **model},
+        "model": {**TINY_WIDE, "kind": kind, **model},
         "train": {"epochs": 2, "batch_size": 50, "lr": 1e-3, "progress": False, "baseline": False},
     })
 
@@ -70,7 +69,7 @@ def test_fit_trains_and_evaluates_every_kind(bundle, kind, extra):
 def test_cli_trains_a_baseline_from_its_config(tmp_path):
     config = tmp_path / "mmvae.yaml"
     config.write_text(yaml.safe_dump({"data": {"dataset": "digits2v", "limit": 120},
-                                      "model": {**TINY, "kind": "mmvae", "mmvae_objective": "iwae", "mmvae_k": 2}}))
+                                      "model": {**TINY_WIDE, "kind": "mmvae", "mmvae_objective": "iwae", "mmvae_k": 2}}))
     out = subprocess.run([sys.executable, "-m", "cmmd_dist.train", "--config", str(config), "--epochs", "1",
                           "--no-progress", "--no-baseline", "--out", str(tmp_path / "runs")],
                          capture_output=True, text=True, check=True)

@@ -15,8 +15,8 @@ import torch
 from cmmd_dist.storage.yaml_files import load_run_config
 from cmmd_dist.config import Folds
 from cmmd_dist.tune.trial import TrialCheckpoints, cv_loop
+from tiny import TINY
 
-TINY = {"zdim": 4, "encoder_hidden": [16], "prior_hidden": [16], "decoder_hidden": [16], "classifier_hidden": [8]}
 FOLDS = Folds(k=2, strategy="stratified", seed=0)
 TIMING = ("seconds", "samples_per_s", "rows_per_s")
 
