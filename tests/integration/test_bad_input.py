@@ -31,6 +31,8 @@ import pytest
 
 from tiny import TINY
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CLI = [str(BIN / "cmmd-dist")]

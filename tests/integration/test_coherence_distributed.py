@@ -12,6 +12,8 @@ from cmmd_dist.evaluation.coherence import Recipe
 from cmmd_dist.config import RunConfig
 from tiny import TINY
 
+pytestmark = pytest.mark.integration
+
 MNIST_PKL = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist.pkl.gz"
 
 
