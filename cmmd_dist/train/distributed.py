@@ -52,6 +52,7 @@ from cmmd_dist.model import CMMD
 from cmmd_dist.storage import S3Settings, is_s3_uri, resolve_without_keys
 from cmmd_dist.datasets.tensors import RowView, SplitTensors
 from cmmd_dist.train.build import build_model, loss_weights, model_config
+from cmmd_dist.train.early_stop import EarlyStop
 from cmmd_dist.train.checkpoint import STATE_FILE, ResumeState, load_checkpoint, load_file, save_checkpoint
 from cmmd_dist.train.gather import gather_for
 from cmmd_dist.train.loop import evaluate_loss, placement, train_epoch
@@ -287,6 +288,7 @@ def fit(run: RunConfig, model, core: CMMD, optimizer, rows: RankRows, gen: torch
     autocast = autocast_for(device, run.distributed.bf16)
     validates = rows.validates
     resumed_from = resume.epoch  # completed epochs this attempt started from (0: a fresh start)
+    best = EarlyStop(run.train.patience, resume.best_metric, resume.best_epoch, resume.best_state)
     while True:
         stage, k = resume.next_stage(run.train.pretrain_epochs)
         if stage == "supervised" and k > run.train.epochs:
@@ -308,13 +310,13 @@ def fit(run: RunConfig, model, core: CMMD, optimizer, rows: RankRows, gen: torch
             if not pretrain:  # an untrained classifier's metric is no figure to select on
                 row.update(val_metric=val["metric"],
                            val_loss=evaluate_loss(core, eval_batches(rows.val), w)["loss"])
-                if val["metric"] < resume.best_metric:
-                    resume.best_metric, resume.best_epoch = val["metric"], k
-                    resume.best_state = {n: v.detach().to("cpu", copy=True) for n, v in core.state_dict().items()}
+                best.update(val["metric"], k, lambda: {n: v.detach().to("cpu", copy=True)
+                                                        for n, v in core.state_dict().items()})
         if world > 1 and validates and not pretrain:  # share rank 0's best epoch: every rank stops together
-            best = torch.tensor([resume.best_epoch], device=device)
-            dist.broadcast(best, src=0)
-            resume.best_epoch = int(best)
+            shared = torch.tensor([best.epoch], device=device)
+            dist.broadcast(shared, src=0)
+            best.epoch = int(shared)
+        resume.best_metric, resume.best_epoch, resume.best_state = best.value, best.epoch, best.state
         if metrics is not None:
             metrics.record_epoch(row, m["samples_per_s"])
         resume.history.append(row)
@@ -325,7 +327,7 @@ def fit(run: RunConfig, model, core: CMMD, optimizer, rows: RankRows, gen: torch
                              checkpoint_dir_name=f"checkpoint_epoch_{epoch:05d}")
         if metrics is not None:
             metrics.checkpoint_saved()
-        if validates and not pretrain and k - resume.best_epoch >= run.train.patience:
+        if validates and not pretrain and best.should_stop(k):
             break
     return resume.history, optimizer
 

@@ -35,6 +35,7 @@ from cmmd_dist.evaluation.metrics import evaluate_baseline, evaluate_model
 from cmmd_dist.model import CMMD, PriorClassifier
 from cmmd_dist.datasets.tensors import RowView, SplitTensors, iterate_batches
 from cmmd_dist.train.build import build_model, loss_weights, model_config
+from cmmd_dist.train.early_stop import EarlyStop
 from cmmd_dist.train.loop import baseline_epoch, evaluate_loss, placement, train_epoch
 from cmmd_dist.train.optim import make_optimizer
 from cmmd_dist.train.sources import stage_batches
@@ -153,7 +154,7 @@ def fit(run: RunConfig, bundle: DatasetBundle, log=print, on_epoch=None) -> dict
     _pretrain(core, run, pre, gen, history, on_epoch, autocast)
 
     opt = make_optimizer(core.parameters(), run.train)  # the supervised stage starts its own Adam moments
-    best, best_state, best_epoch, waited = float("inf"), None, 0, 0
+    stop = EarlyStop(run.train.patience)
     bar = tqdm(range(1, run.train.epochs + 1), desc=f"cmmd {bundle.spec.name}", disable=not run.train.progress)
     for epoch in bar:
         m = train_epoch(core, core, stage_batches(supervised, bs, gen, 0, steps=run.train.steps_per_epoch), opt, w, autocast=autocast)
@@ -165,35 +166,28 @@ def fit(run: RunConfig, bundle: DatasetBundle, log=print, on_epoch=None) -> dict
         history.append(row)
         on_epoch(row)
         bar.set_postfix(loss=f"{m['loss']:.1f}", val_metric=f"{val['metric']:.4f}")
-        if val["metric"] < best:
-            best, best_state, best_epoch, waited = val["metric"], copy.deepcopy(core.state_dict()), epoch, 0
-        else:
-            waited += 1
-            if waited >= run.train.patience:
-                log(f"early stop at epoch {epoch}: no validation improvement for {waited} epochs")
-                break
-    core.load_state_dict(best_state)
+        stop.update(val["metric"], epoch, lambda: copy.deepcopy(core.state_dict()))
+        if stop.should_stop(epoch):
+            log(f"early stop at epoch {epoch}: no validation improvement for {stop.waited(epoch)} epochs")
+            break
+    core.load_state_dict(stop.state)
     test = evaluate_model(core, data["test"], latent_train=data["train"], latent_seed=run.train.seed,
                           coherence=coherence_judges(bundle.spec, data["train"], run.output_dir))
-    results = {"dataset": bundle.spec.name, "best_epoch": best_epoch, "epochs_run": history[-1]["epoch"],
-               "val_metric": best, "test": test, "history": history, "model": core, "model_config": cfg,
+    results = {"dataset": bundle.spec.name, "best_epoch": stop.epoch, "epochs_run": history[-1]["epoch"],
+               "val_metric": stop.value, "test": test, "history": history, "model": core, "model_config": cfg,
                "device": str(device), "placement": placement(core, opt, supervised)}
 
     if run.train.baseline:
         seed_everything(run.train.seed)
         base = PriorClassifier(cfg).to(device)
         bopt = make_optimizer(base.parameters(), run.train)
-        bbest, bstate, bwait = float("inf"), None, 0
+        bstop = EarlyStop(run.train.patience)
         for epoch in tqdm(range(1, run.train.epochs + 1), desc="M-x_o baseline", disable=not run.train.progress):
             baseline_epoch(base, iterate_batches(data["train"], bs, gen), bopt)
-            v = evaluate_baseline(base, data["val"])["metric"]
-            if v < bbest:
-                bbest, bstate, bwait = v, copy.deepcopy(base.state_dict()), 0
-            else:
-                bwait += 1
-                if bwait >= run.train.patience:
-                    break
-        base.load_state_dict(bstate)
+            bstop.update(evaluate_baseline(base, data["val"])["metric"], epoch, lambda: copy.deepcopy(base.state_dict()))
+            if bstop.should_stop(epoch):
+                break
+        base.load_state_dict(bstop.state)
         results["baseline_test"] = evaluate_baseline(base, data["test"])
     return results
 

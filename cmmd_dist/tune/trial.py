@@ -79,6 +79,7 @@ def cv_loop(run: RunConfig, folds: Folds, rank: int, world: int, device, report:
     or ``stop(epoch)`` (asked after each supervised report that did not end the trial). With ``keep`` (1 worker)
     the folds start from the trial's latest checkpoint, and every report carries a new one (``report`` unused)."""
     from cmmd_dist.train.cv import build_folds, cv_epoch
+    from cmmd_dist.train.early_stop import EarlyStop
     from cmmd_dist.train.gather import gather_for
     from cmmd_dist.train.optim import make_optimizer
     from cmmd_dist.train.ranks import autocast_for
@@ -102,17 +103,16 @@ def cv_loop(run: RunConfig, folds: Folds, rank: int, world: int, device, report:
     if pretrain and done <= pretrain:
         for s in states:  # the supervised stage starts its own Adam moments, as the single process does
             s.optimizer = make_optimizer(s.core.parameters(), run.train)
-    best, best_epoch, best_rmse = float("inf"), 0, float("nan")
+    best = EarlyStop(run.train.patience, state=float("nan"))  # its state: the best epoch's CV rmse
     if last.get("stage") == "supervised":  # the early-stopping state of the restored epoch
-        best, best_epoch, best_rmse = last["best_cv_metric"], last["best_epoch"], last["best_cv_rmse"]
+        best = EarlyStop(run.train.patience, last["best_cv_metric"], last["best_epoch"], last["best_cv_rmse"])
     for sup in range(max(done - pretrain, 0) + 1, run.train.epochs + 1):
         epoch = pretrain + sup
         row = cv_epoch(run, states, world, gather, rank, "supervised", autocast, observe, epoch)
-        if row["cv_metric"] < best:  # the CV metric is lower-is-better (SearchSpace.mode)
-            best, best_epoch, best_rmse = row["cv_metric"], sup, row["cv_rmse"]
-        patience_out = sup - best_epoch >= run.train.patience
-        row.update(stage="supervised", epoch=epoch, supervised_epoch=sup, best_cv_metric=best, best_epoch=best_epoch,
-                   best_cv_rmse=best_rmse, cv_completed=int(sup == run.train.epochs or patience_out))
+        best.update(row["cv_metric"], sup, lambda: row["cv_rmse"])  # the CV metric is lower-is-better (SearchSpace.mode)
+        row.update(stage="supervised", epoch=epoch, supervised_epoch=sup, best_cv_metric=best.value,
+                   best_epoch=best.epoch, best_cv_rmse=best.state,
+                   cv_completed=int(sup == run.train.epochs or best.should_stop(sup)))
         report(row)
         if row["cv_completed"] or (stop is not None and stop(epoch)):
             break
