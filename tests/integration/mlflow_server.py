@@ -15,8 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from waiting import TimedOut, answers, wait_for
 
 __all__ = ["MlflowServer", "server_command"]
 
@@ -42,25 +43,19 @@ class MlflowServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 120.0) -> "MlflowServer":
-        import requests
-
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log = open(self.workdir / "mlflow-server.log", "wb")
         self.proc = subprocess.Popen(server_command(self.backend, self.artifacts, self.port), env=self.env,
                                      stdout=self.log, stderr=subprocess.STDOUT, cwd=self.workdir,
                                      start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {self.proc.returncode}; see {self.workdir / 'mlflow-server.log'}")
-            try:
-                if requests.get(f"{self.uri}/health", timeout=2).ok:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise TimeoutError(f"mlflow server not ready after {timeout} s; see {self.workdir / 'mlflow-server.log'}")
+        log = self.workdir / "mlflow-server.log"
+        try:
+            wait_for(answers(f"{self.uri}/health", self.proc, "mlflow server", log), timeout, interval=0.5,
+                     what=f"the mlflow server to answer /health; see {log}")
+        except TimedOut:
+            self.stop()
+            raise
+        return self
 
     def stop(self, grace: float = 20.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

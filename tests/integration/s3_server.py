@@ -96,6 +96,8 @@ class SeaweedS3Server:
 
         client = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY,
                               aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
+        # polled by hand, not with tests/waiting.wait_for: benchmarks/ import this module with only
+        # tests/integration on sys.path
         deadline = time.monotonic() + timeout
         probe = f"ready-{self.s3}"
         while time.monotonic() < deadline:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fake_autoscaler import FakeAutoscalingCluster
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,20 +43,24 @@ def test_sweep_scales_workers_up_then_down(tmp_path):
         sweep = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         seen: list[tuple[float, int | None]] = []
         t0 = time.monotonic()
-        while sweep.poll() is None and time.monotonic() - t0 < 420:
+
+        def sweep_ended() -> bool:  # samples the worker count while the sweep runs
             seen.append((time.monotonic() - t0, worker_nodes(cluster)))
-            time.sleep(2)
-        if sweep.poll() is None:
-            sweep.kill()
+            return sweep.poll() is not None
+
+        try:
+            wait_for(sweep_ended, 420, interval=2, what=lambda: f"the sweep to end (worker nodes seen: {seen}):\n"
+                                                                 f"{(tmp_path / 'sweep.log').read_text()[-3000:]}")
+        finally:
+            if sweep.poll() is None:
+                sweep.kill()
         assert sweep.wait() == 0, (tmp_path / "sweep.log").read_text()[-3000:]
         peak = max(n or 0 for _, n in seen)
         assert peak >= 1, f"no worker node was added while trials were pending: {seen}"
         summary = json.loads(next((tmp_path / "out").glob("*-summary.json")).read_text())
         assert len(summary["trials"]) == 2 and all(t["best_cv_metric"] is not None for t in summary["trials"])
         # idle nodes go after idle_timeout_minutes (6 s) plus the autoscaler's update interval
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and worker_nodes(cluster) != 0:
-            time.sleep(2)
-        assert worker_nodes(cluster) == 0, f"idle worker nodes were not removed (peak {peak})"
+        wait_for(lambda: worker_nodes(cluster) == 0, 120, interval=2,
+                 what=f"the idle worker nodes to be removed (peak {peak})")
     finally:
         cluster.shutdown()

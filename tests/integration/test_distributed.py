@@ -19,6 +19,7 @@ from cmmd_dist.train.build import build_model
 from cmmd_dist.train.distributed import rank_rows, run_distributed
 from crash_drill import CrashOnce
 from tiny import TINY_WIDE
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -128,13 +129,16 @@ def test_epoch_gauges_reach_the_metrics_agent(ray_session):
 
         EpochGauges("gauge-probe", "digits2v").record({"epoch": 1, "train_rec": 1.0, "train_kl": 2.0, "train_mmd": 0.5,
                                                        "train_ce": 3.0, "val_metric": 0.1, "samples_per_s": 99.0})
-        time.sleep(12)  # outlive one export interval
+        # deliberate: the worker that holds the gauges lives through one export interval (the test then waits
+        # for the series to appear, not on the clock)
+        time.sleep(12)
+
+    def probe_text() -> str | None:
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        return text if 'run="gauge-probe"' in text else None
 
     ray_session.get(record.remote())
-    deadline, text = time.monotonic() + 60, ""
-    while 'run="gauge-probe"' not in text and time.monotonic() < deadline:
-        time.sleep(2)
-        text = urllib.request.urlopen(url, timeout=5).read().decode()
+    text = wait_for(probe_text, 60, interval=2, what=f'run="gauge-probe" series at {url}')
     for term in ("rec", "kl", "mmd", "ce", "val_metric", "samples_per_s"):
         assert any(line.startswith(f"ray_cmmd_train_{term}{{") and 'run="gauge-probe"' in line for line in text.splitlines())
 

@@ -22,6 +22,7 @@ from cmmd_dist.storage.yaml_files import load_run_config
 from cmmd_dist.train.distributed import run_distributed
 from crash_drill import CrashOnce
 from tiny import TINY
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -64,14 +65,6 @@ class Scraper(threading.Thread):
         want = set(labels.items())
         with self.lock:
             return {lab: v for (n, lab), v in self.series.items() if n == name and want <= lab}
-
-    def wait_for(self, check, timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if check():
-                return True
-            time.sleep(1)
-        return check()
 
 
 def tiny_run(tmp_path: Path, name: str):
@@ -135,12 +128,14 @@ def scraped(ray_session, tmp_path_factory):
     results, _ = run_distributed(tiny_run(tmp, "scrape-train"),
                                  on_step=CrashOnce(str(tmp / "crashed"), epoch=2, rank=1, step=1))
     assert results["epochs_run"] == 2 and (tmp / "crashed").exists()
-    scraper.wait_for(lambda: sum(scraper.values("ray_cmmd_train_checkpoints_total", run="scrape-train").values()) >= 2
-                     and len(scraper.values("ray_cmmd_train_worker_samples_per_s", run="scrape-train")) >= 2)
+    wait_for(lambda: sum(scraper.values("ray_cmmd_train_checkpoints_total", run="scrape-train").values()) >= 2
+             and len(scraper.values("ray_cmmd_train_worker_samples_per_s", run="scrape-train")) >= 2, 60, interval=1,
+             what="two checkpoints and two workers' throughput in the scrapes")
     run_tiny_sweep(tmp, "scrape-sweep")
     ended = ("finished", "pruned", "errored")
-    scraper.wait_for(lambda: all(1 in scraper.values("ray_cmmd_sweep_trials", sweep="scrape-sweep", state=s).values()
-                                 for s in ended) and scraper.values("ray_cmmd_sweep_best_cv_metric", sweep="scrape-sweep"))
+    wait_for(lambda: all(1 in scraper.values("ray_cmmd_sweep_trials", sweep="scrape-sweep", state=s).values()
+                         for s in ended) and scraper.values("ray_cmmd_sweep_best_cv_metric", sweep="scrape-sweep"), 60,
+             interval=1, what=f"the sweep's {'/'.join(ended)} trial counts and best metric in the scrapes")
     scraper.done.set()
     print(f"run, sweep and scrapes: {time.monotonic() - t0:.0f} s")
     return scraper

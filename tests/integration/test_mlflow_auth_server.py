@@ -14,11 +14,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
+
+from waiting import TimedOut, answers, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -48,13 +49,18 @@ def stop_group(proc: subprocess.Popen, grace: float = 20.0) -> None:
         return
     except subprocess.TimeoutExpired:
         pass
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
+    def group_gone() -> bool:
         try:
             os.killpg(proc.pid, 0)  # children of the group may outlive the leader briefly
         except ProcessLookupError:
-            return
-        time.sleep(0.2)
+            return True
+        return False
+
+    try:
+        wait_for(group_gone, grace, what="the server's process group to exit")
+        return
+    except TimedOut:
+        pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -76,18 +82,8 @@ def auth_server(tmp_path_factory):
                                 start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow-server.sh exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{uri}/health", timeout=2).ok:  # /health needs no credentials
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"mlflow-server.sh not ready after 120 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
+        wait_for(answers(f"{uri}/health", proc, "mlflow-server.sh", log_path), 120, interval=0.3,  # /health: no credentials
+                 what=lambda: f"mlflow-server.sh to answer /health:\n{log_path.read_text()[-3000:]}")
         yield {"uri": uri, "password": password, "key": key, "log": log_path, "state": tmp / "state"}
     finally:
         stop_group(proc)

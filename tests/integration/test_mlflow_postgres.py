@@ -18,11 +18,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import torch
+
+from waiting import TimedOut, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -78,10 +79,9 @@ class Postgres:
     def stop(self, grace: float = 30.0) -> None:
         if self.pid is not None:
             os.kill(self.pid, signal.SIGINT)  # PostgreSQL's "fast" shutdown
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and _alive(self.pid):
-                time.sleep(0.2)
-            if _alive(self.pid):
+            try:
+                wait_for(lambda: not _alive(self.pid), grace, what="PostgreSQL to shut down")
+            except TimedOut:
                 os.kill(self.pid, signal.SIGKILL)
         shutil.rmtree(self.root, ignore_errors=True)
 

@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from cmmd_dist.datasets.loaders import DIGITS2V_SPEC
 from cmmd_dist.model import CMMD, CMMDConfig, ModalityDef
 from cmmd_dist.tracking.pyfunc import TASKS, rows_frame
 from cmmd_dist.tracking.store import Tracker
+from waiting import answers, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -227,16 +227,8 @@ def test_mlflow_models_serve_in_the_clean_venv_answers_the_input_example(champio
                                 start_new_session=True)  # its own process group: the uvicorn worker goes with it
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, f"mlflow models serve exited: {(tmp_path / 'serve.log').read_text()[-3000:]}"
-            try:
-                if requests.get(f"{base}/ping", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, f"not serving after 180 s: {(tmp_path / 'serve.log').read_text()[-3000:]}"
-            time.sleep(0.5)
+        wait_for(answers(f"{base}/ping", proc, "mlflow models serve", tmp_path / "serve.log"), 180, interval=0.5,
+                 what=lambda: f"mlflow models serve to answer /ping: {(tmp_path / 'serve.log').read_text()[-3000:]}")
         example = json.loads((champion["folder"] / "serving_input_example.json").read_text())
         assert example["params"] == {"task": "classify"} and example["dataframe_split"]["columns"] == ["view1"]
         rows = np.asarray(example["dataframe_split"]["data"], dtype=np.float32)[:, 0]  # (3, 64)

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from s3_server import SeaweedS3Server, find_weed
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -73,15 +74,15 @@ def test_a_streamed_run_survives_an_s3_restart(own_server, tmp_path):
     run = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            start_new_session=True)
     try:
-        deadline = time.monotonic() + 150
-        while registered_epoch(server) < 1 and run.poll() is None:
-            assert time.monotonic() < deadline, "no checkpoint within 150 s"
-            time.sleep(0.3)
+        wait_for(lambda: registered_epoch(server) >= 1 or run.poll() is not None, 150, interval=0.3,
+                 what="the first registered checkpoint")
         assert run.poll() is None, f"finished before the outage: {run.communicate()[1][-2000:]}"
         stopped = time.monotonic()
         os.kill(server.proc.pid, signal.SIGTERM)  # the server's own pid; it takes 10-15 s to exit
         server.proc.wait(timeout=30)
         server.log.close()
+        # deliberate: the outage lasts DOWN_S s of wall time (the run must live through it; what follows waits on
+        # the run's end, not on the clock)
         time.sleep(max(0.0, DOWN_S - (time.monotonic() - stopped)))
         assert run.poll() is None, f"the run died during the outage: {run.communicate()[1][-3000:]}"
         server.start()  # the same ports and data folder: the objects are still there

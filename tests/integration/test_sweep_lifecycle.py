@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from cmmd_dist.config import SweepConfig
 from cmmd_dist.errors import UserError
 from cmmd_dist.tune import SweepFailed, run_sweep
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -96,12 +96,11 @@ def test_ctrl_c_ends_the_sweep_killed_and_says_how_to_resume(ray_session, tmp_pa
     cmd = [sys.executable, "-m", "cmmd_dist.tune", "--dataset", "digits2v", "--preset", "smoke", "--name", "stop-me",
            "--out", str(tmp_path), "--mlflow", uri, "--max-concurrent-trials", "1"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        # a trial has reported (the store is the driver's alone until then: SQLite migrates on first open)
-        if any(f.stat().st_size for f in (tmp_path / "sweeps" / "stop-me").glob("*/result.json")):
-            break
-        time.sleep(1)
+
+    def reported() -> bool:  # a trial has reported (the store is the driver's alone until then: SQLite migrates on first open)
+        return any(f.stat().st_size for f in (tmp_path / "sweeps" / "stop-me").glob("*/result.json"))
+
+    wait_for(lambda: reported() or proc.poll() is not None, 240, interval=1, what="a trial's first report")
     assert proc.poll() is None, proc.communicate()[1][-2000:]
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)

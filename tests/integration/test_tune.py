@@ -6,7 +6,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import yaml
 
 from cmmd_dist.config import SweepConfig
 from cmmd_dist.tune import run_sweep
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -151,19 +151,22 @@ def test_killed_sweep_resumes_without_rerunning_trials(ray_session, tmp_path):
            "--mlflow", uri]
     exp = tmp_path / "sweeps" / "resume-me"
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
     kept: set[str] = set()
     in_flight: set[str] = set()  # trials RUNNING in the saved state, 2 epochs or more done, not finished
-    while time.time() < deadline and proc.poll() is None:
+
+    def two_ended_one_in_flight() -> bool:
+        nonlocal kept, in_flight
         saved = saved_trials(exp)
         kept = {t for t, (status, _) in saved.items() if status == "TERMINATED"}
         in_flight = {t for t, (status, last) in saved.items()
                      if status == "RUNNING" and last.get("epoch", 0) >= 2 and not last.get("cv_completed")}
-        if len(kept) >= 2 and in_flight:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+        return (len(kept) >= 2 and bool(in_flight)) or proc.poll() is not None
+
+    try:
+        wait_for(two_ended_one_in_flight, 600, interval=0.05, what="two trials ended and a third in flight")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     before = trial_results(exp)  # result.json is the driver's: nothing is added once it is dead
     ended_before = {k: len(v) for k, v in before.items() if v and v[-1]["trial_id"] in kept}
     assert len(ended_before) >= 2 and in_flight, "the sweep did not end two trials with a third in flight in time"
