@@ -20,20 +20,19 @@ User errors never reach Ray Train's retries: the driver checks the data's manife
 CPUs/GPUs before the worker group starts, and a ``UserError`` on a worker (a bad shard) is shared by
 all ranks and returned as a marker that the driver raises again (Ray would restart the group
 ``max_failures`` times on the same bad file). The run folder ``<storage>/<name>`` (Ray's checkpoints, the
-run's config), Ctrl-C and ``--resume``: ``cmmd_dist.train.run_folder``.
+run's config), Ctrl-C and ``--resume``: ``cmmd_dist.train.run_folder``. Each worker's rows:
+``cmmd_dist.train.worker_rows``; report polling, storage and the resource check: ``cmmd_dist.train.ray_setup``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import ray
 import ray.train
 import ray.train.torch
@@ -42,58 +41,30 @@ import torch.distributed as dist
 import yaml
 
 from cmmd_dist.config import RunConfig
-from cmmd_dist.datasets.registry import load_bundle
-from cmmd_dist.datasets.shards import manifest_spec
-from cmmd_dist.datasets.spec import DatasetBundle, DatasetSpec, Split
+from cmmd_dist.datasets.spec import DatasetSpec
 from cmmd_dist.evaluation.metrics import run_coherence
-from cmmd_dist.errors import UserError, one_line
-from cmmd_dist.train.folds import development_split
 from cmmd_dist.model import CMMD
-from cmmd_dist.storage import S3Settings, is_s3_uri, resolve_without_keys
-from cmmd_dist.datasets.tensors import RowView, SplitTensors
+from cmmd_dist.storage import S3Settings
 from cmmd_dist.train.build import build_model, loss_weights, model_config
-from cmmd_dist.train.early_stop import EarlyStop
 from cmmd_dist.train.checkpoint import STATE_FILE, ResumeState, load_checkpoint, load_file, save_checkpoint
+from cmmd_dist.train.early_stop import EarlyStop
 from cmmd_dist.train.gather import gather_for
 from cmmd_dist.train.loop import evaluate_loss, placement, train_epoch
 from cmmd_dist.train.metrics import WorkerMetrics
 from cmmd_dist.train.optim import make_optimizer
+from cmmd_dist.train.ranks import agreed, autocast_for, every_rank, group_mean, reseed_rank
 from cmmd_dist.train.ray_compat import checkpoint_folder
-from cmmd_dist.train.ranks import autocast_for, group_mean, reseed_rank
-from cmmd_dist.train.run_folder import USER_ERROR_KEY, RunFolder, storage_uri
-from cmmd_dist.train.single import check_data, seed_everything, stage_rows
-from cmmd_dist.train.sources import (EVAL_CHUNK, LATENT_FIT_ROWS, StreamedRows, eval_batches, evaluate_rows,
-                                     latent_sample, stage_batches, stream_of, streams)
+from cmmd_dist.train.ray_setup import check_resources, quick_report_polling, run_storage
+from cmmd_dist.train.run_folder import USER_ERROR_KEY, RunFolder
+from cmmd_dist.train.single import check_data, seed_everything
+from cmmd_dist.train.sources import StreamedRows, eval_batches, evaluate_rows, stage_batches
+from cmmd_dist.train.worker_rows import RankRows, load_rank_rows
 
-__all__ = ["StepHook", "RankRows", "rank_rows", "setup", "main", "fit", "run_distributed", "retrain_distributed",
-           "run_storage", "quick_report_polling", "check_resources"]
+__all__ = ["StepHook", "setup", "main", "fit", "run_distributed", "retrain_distributed"]
 
 StepHook = Callable[[int, int, int], None]
 """``on_step(epoch, step, rank)``: called on every worker after each optimiser step (epochs count on across the
 stages, steps from 0 within the epoch). It runs in the worker, so it must pickle (tests pass recovery drills)."""
-
-
-REPORT_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
-
-
-def quick_report_polling(seconds: float = 0.2) -> None:
-    """Let Train V2's controller take the workers' reports every ``seconds`` (unless the user set it).
-
-    The controller collects a report only when it polls its workers, every 2 s by default, and a
-    reporting worker waits on a one-slot queue until then: every epoch shorter than 2 s costs 2 s (a
-    digits2v CV epoch computes in 0.7 s). The setting reaches the controller from the process that
-    calls ``fit`` (Ray propagates it)."""
-    os.environ.setdefault(REPORT_POLL_ENV, str(seconds))
-
-
-def run_storage(run: RunConfig, s3: S3Settings | None = None):
-    """(storage_path, storage_filesystem or None) for Ray Train from ``distributed.storage``."""
-    uri = storage_uri(run)
-    if is_s3_uri(uri):
-        # Ray pickles this filesystem into its workers and run state: keyless, each node brings its own credentials
-        fs, path = resolve_without_keys(uri, s3)
-        return path, fs
-    return uri, None
 
 
 def setup(run: RunConfig, s3: S3Settings | None = None, on_step: StepHook | None = None,
@@ -121,69 +92,6 @@ def setup(run: RunConfig, s3: S3Settings | None = None, on_step: StepHook | None
     )
 
 
-@dataclass
-class RankRows:
-    """This rank's rows on its device: its shard of the supervised rows (train, or train+val for a retrain), the
-    pretraining rows (that shard plus its shard of the unlabeled rows, labels hidden: one copy of the rows),
-    and on rank 0 the validation rows, the test rows and, for multi-class data, the training rows whose latents
-    fit the test's latent classifier (``latent``: a random sample of all the supervised rows, or a shuffled
-    stream of them whose first batch is read at test time). ``validates``: the run selects epochs on validation
-    (every rank knows it; a retrain does not). In memory, or streamed from the shards (``train.sources``)."""
-
-    supervised: RowView | StreamedRows
-    pretrain: RowView | StreamedRows
-    val: SplitTensors | StreamedRows | None
-    test: SplitTensors | StreamedRows | None
-    validates: bool
-    latent: SplitTensors | StreamedRows | None = None
-
-
-def _shard(split: Split, rank: int, world: int) -> Split:
-    """Every ``world``-th row from ``rank`` (equal shares, tail dropped: every rank takes as many steps),
-    taken before the rows reach the device."""
-    return split.take(np.arange(rank, (len(split) // world) * world, world))
-
-
-def rank_rows(bundle: DatasetBundle, run: RunConfig, rank: int, world: int, retrain: bool,
-              device: torch.device | str) -> RankRows:
-    obs, mis = bundle.spec.scenario_names(run.data.scenario)
-
-    def tensors(split: Split) -> SplitTensors:
-        return SplitTensors.from_split(split, obs, mis, device)
-
-    every = development_split(bundle) if retrain else bundle.train
-    extra = bundle.extra.get("unlabeled") if run.train.pretrain_epochs else None
-    supervised, pretrain = stage_rows(tensors(_shard(every, rank, world)),
-                                      None if extra is None else tensors(_shard(extra, rank, world)))
-    lead = rank == 0
-    latent = lead and bundle.spec.label_kind == "classes"
-    return RankRows(supervised, pretrain, tensors(bundle.val) if lead and not retrain else None,
-                    tensors(bundle.test) if lead else None, validates=not retrain,
-                    latent=tensors(latent_sample(every, run.train.seed)) if latent else None)
-
-
-def streamed_rank_rows(run: RunConfig, uri: str, manifest: dict, rank: int, world: int, retrain: bool,
-                       device: torch.device | str) -> tuple[DatasetSpec, RankRows]:
-    """As ``rank_rows``, streamed: this rank's part of the shards every epoch, evaluation splits in chunks."""
-    spec = manifest_spec(manifest)
-    obs, mis = spec.scenario_names(run.data.scenario)
-    labelled = ("train", "val") if retrain else ("train",)
-    has_unlabeled = any(f.get("split") == "unlabeled" for f in manifest.get("files", []))
-    pre = (*labelled, "unlabeled") if run.train.pretrain_epochs and has_unlabeled else labelled
-
-    def rows(splits, hide=False, lead_only=False, **kw):
-        if lead_only and rank != 0:
-            return None
-        kw = kw or {"batch_size": run.train.batch_size, "seed": run.train.seed, "rank": rank, "world": world}
-        return StreamedRows(stream_of(run.data, uri, manifest, splits, **kw), obs, mis, device, hide)
-
-    chunks = {"batch_size": EVAL_CHUNK, "seed": 0, "shuffle": False}
-    sample = {"batch_size": LATENT_FIT_ROWS, "seed": run.train.seed, "shuffle": True}  # its first batch: the sample
-    return spec, RankRows(rows(labelled), rows(pre, hide=True), None if retrain else rows("val", lead_only=True, **chunks),
-                          rows("test", lead_only=True, **chunks), validates=not retrain,
-                          latent=rows(labelled, lead_only=True, **sample) if spec.label_kind == "classes" else None)
-
-
 def main(config: dict) -> dict | None:
     """Per-rank state on a Ray Train worker, then ``fit``; rank 0 returns the results."""
     run: RunConfig = config["run"]
@@ -194,7 +102,7 @@ def main(config: dict) -> dict | None:
     device = ray.train.torch.get_device()
     run = run.model_copy(update={"train": run.train.model_copy(update={"device": str(device)})})
     # bad shards are found here, on every rank alike: a marker for the driver, not a retried failure
-    loaded, failure = _agreed(lambda: _load_rows(run, rank, world, retrain, device), world)
+    loaded, failure = agreed(lambda: load_rank_rows(run, rank, world, retrain, device), world)
     if failure is not None:
         return {USER_ERROR_KEY: failure}
     spec, rows = loaded
@@ -208,14 +116,14 @@ def main(config: dict) -> dict | None:
     if checkpoint is not None:
         metrics.restored()
         # a refused checkpoint file fails the same way on every attempt
-        resume, failure = _agreed(lambda: _restore(checkpoint, rank, core, optimizer, gen), world)
+        resume, failure = agreed(lambda: _restore(checkpoint, rank, core, optimizer, gen), world)
         if failure is not None:
             return {USER_ERROR_KEY: failure}
         if not resume.rng_restored:
             gen = seed_everything(run.train.seed + 7919 * rank + 104729 * resume.epoch)
     model = ray.train.torch.prepare_model(core, move_to_device=False)
     history, optimizer = fit(run, model, core, optimizer, rows, gen, resume, rank, world, config.get("on_step"), metrics)
-    peak_rss = _every_rank(_peak_rss_bytes(), world)
+    peak_rss = every_rank(_peak_rss_bytes(), world)
     if rank != 0:
         return None
     if resume.best_state is not None:  # test figures from the best-validation epoch, as in the single process
@@ -228,28 +136,10 @@ def main(config: dict) -> dict | None:
             "model_config": asdict(core.cfg)}
 
 
-def _load_rows(run: RunConfig, rank: int, world: int, retrain: bool, device) -> tuple[DatasetSpec, RankRows]:
-    streamed = streams(run.data)
-    if streamed is not None:
-        return streamed_rank_rows(run, *streamed, rank, world, retrain, device)
-    bundle = load_bundle(run.data)
-    return bundle.spec, rank_rows(bundle, run, rank, world, retrain, device)
-
-
 def _restore(checkpoint, rank: int, core: CMMD, optimizer, gen: torch.Generator) -> ResumeState:
     """Load the checkpoint on this rank from a folder of its own (:func:`ray_compat.checkpoint_folder`)."""
     with checkpoint_folder(checkpoint, rank) as folder:
         return load_checkpoint(folder, rank, core, optimizer, gen)
-
-
-def _agreed(step, world: int) -> tuple[object, str | None]:
-    """``(step(), None)``, or ``(None, message)`` on EVERY rank when a user error stopped ``step`` on any rank."""
-    try:
-        value, failure = step(), None
-    except UserError as err:
-        value, failure = None, one_line(err)
-    failure = _first_failure(failure, world)
-    return (None, failure) if failure is not None else (value, None)
 
 
 def _peak_rss_bytes() -> int:
@@ -257,21 +147,6 @@ def _peak_rss_bytes() -> int:
     import resource
 
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def _every_rank(value, world: int) -> list:
-    """``value`` of every rank, in rank order, known to every rank."""
-    if world <= 1 or not dist.is_initialized():
-        return [value]
-    every: list = [None] * world
-    dist.all_gather_object(every, value)
-    return every
-
-
-def _first_failure(failure: str | None, world: int) -> str | None:
-    """The first rank's user error, known to every rank (one that stopped alone would leave the others
-    waiting in a collective); None when no rank failed."""
-    return next((f for f in _every_rank(failure, world) if f is not None), None)
 
 
 def fit(run: RunConfig, model, core: CMMD, optimizer, rows: RankRows, gen: torch.Generator, resume: ResumeState,
@@ -332,14 +207,35 @@ def fit(run: RunConfig, model, core: CMMD, optimizer, rows: RankRows, gen: torch
     return resume.history, optimizer
 
 
+def _fit_on_ray(run: RunConfig, s3: S3Settings | None, on_step: StepHook | None,
+                retrain: bool = False) -> tuple[DatasetSpec, ray.train.Result]:
+    """Check the data (before Ray starts: a bad dataset name, manifest or scenario costs nothing), build the
+    trainer, check the cluster can hold it, fit it in its run folder; (the data's spec, Ray's result)."""
+    spec = check_data(run)
+    trainer = setup(run, s3, on_step, retrain=retrain)
+    check_resources(run)
+    return spec, RunFolder(run, trainer.run_config.name, s3).fit(trainer)
+
+
+def _saved_state(result: ray.train.Result) -> dict:
+    """Rank 0's ``state.pt`` of the run's latest checkpoint."""
+    with result.checkpoint.as_directory() as folder:
+        return load_file(Path(folder) / STATE_FILE)  # weights_only: the checkpoint bucket is not trusted code
+
+
+def _judged(run: RunConfig, spec: DatasetSpec, weights: dict) -> tuple[CMMD, dict, object]:
+    """The model with ``weights`` on the driver, and its coherence figures and judges (mst: judged on the
+    driver, the rows stay on the workers; ``evaluation.metrics.run_coherence``)."""
+    core = build_model(run, spec)
+    core.load_state_dict(weights)
+    return (core, *run_coherence(core, run, spec))
+
+
 def run_distributed(run: RunConfig, s3: S3Settings | None = None, on_step: StepHook | None = None,
                     log=print) -> tuple[dict, Path]:
     """Fit on Ray Train; write config.yaml, history.jsonl, metrics.json, model.pt under ``output_dir``."""
     t0 = time.time()
-    spec = check_data(run)  # before Ray starts: a bad dataset name, manifest or scenario costs nothing
-    trainer = setup(run, s3, on_step)
-    check_resources(run)
-    result = RunFolder(run, trainer.run_config.name, s3).fit(trainer)
+    spec, result = _fit_on_ray(run, s3, on_step)
     results = dict(result.return_value)
     results.update(seconds=time.time() - t0, checkpoint=result.checkpoint.path,
                    reported_epochs=[int(e) for e in result.metrics_dataframe["epoch"]])  # of the kept checkpoints
@@ -350,13 +246,10 @@ def run_distributed(run: RunConfig, s3: S3Settings | None = None, on_step: StepH
     with open(out / "history.jsonl", "w") as f:
         for row in results["history"]:
             f.write(json.dumps(row) + "\n")
-    with result.checkpoint.as_directory() as folder:
-        state = load_file(Path(folder) / STATE_FILE)  # weights_only: the checkpoint bucket is not trusted code
+    state = _saved_state(result)
     weights = state["best_model"] if state.get("best_model") is not None else state["model"]
     torch.save({"state_dict": weights, "model_config": results["model_config"]}, out / "model.pt")
-    core = build_model(run, spec)
-    core.load_state_dict(weights)
-    coherence, judges = run_coherence(core, run, spec)  # mst: judged on the driver, the rows stay on the workers
+    _, coherence, judges = _judged(run, spec, weights)
     results["test"] = {**results["test"], **coherence}
     if judges is not None:
         results["coherence_judges"] = str(judges)
@@ -375,41 +268,13 @@ def retrain_distributed(run: RunConfig, epochs: int, s3: S3Settings | None = Non
     a retrain started again under the same name (the sweep's ``--resume`` after its driver died) goes on from
     its latest checkpoint, and one that had finished only reports again. Returns model (on the CPU),
     model_config, history, epochs, test, workers, device and checkpoint."""
-    spec = check_data(run)
     run = run.model_copy(update={"train": run.train.model_copy(update={"epochs": epochs})})
-    trainer = setup(run, s3, on_step, retrain=True)
-    check_resources(run)
-    result = RunFolder(run, trainer.run_config.name, s3).fit(trainer)
+    spec, result = _fit_on_ray(run, s3, on_step, retrain=True)
     value = dict(result.return_value)
-    with result.checkpoint.as_directory() as folder:
-        state = load_file(Path(folder) / STATE_FILE)  # weights_only: the checkpoint bucket is not trusted code
-    cfg = model_config(run, spec)
-    core = build_model(run, spec)
-    core.load_state_dict(state["model"])
-    coherence, judges = run_coherence(core, run, spec)  # mst: judged on the driver, the rows stay on the workers
+    core, coherence, judges = _judged(run, spec, _saved_state(result)["model"])
     log(f"retrain: {value['epochs_run']} epochs on {value['workers']} workers ({value['device']}); "
         f"checkpoints {result.checkpoint.path}")
-    return {"model": core.eval(), "model_config": cfg, "history": value["history"], "epochs": epochs,
-            "test": {**value["test"], **coherence}, "coherence_judges": judges, "workers": value["workers"],
-            "device": value["device"], "placement": value["placement"], "checkpoint": result.checkpoint.path}
-
-
-def check_resources(run: RunConfig) -> None:
-    """Refuse a worker group that the Ray instance this process started cannot hold (Ray Train would wait
-    60 s, then retry forever). A cluster we connected to (RAY_ADDRESS, ``ray job submit``) may autoscale:
-    there Ray Train waits for nodes as usual."""
-    from cmmd_dist.train.ray_compat import ray_started_here
-
-    if not ray_started_here():  # no public API says who started Ray
-        return
-    d = run.distributed
-    have = ray.cluster_resources()
-    need = {"CPU": d.workers * d.cpus_per_worker, **({"GPU": d.workers} if d.use_gpu else {})}
-    for kind, n in need.items():
-        got = int(have.get(kind, 0))
-        if got < n:
-            per = d.cpus_per_worker if kind == "CPU" else 1
-            fits = f"use --workers {got // per} or less" if got >= per else (
-                "drop --use-gpu" if kind == "GPU" else f"lower distributed.cpus_per_worker ({per})")
-            raise UserError(f"--workers {d.workers} needs {n} {kind}s ({per} per worker), but this machine's Ray has "
-                            f"{got}: {fits}, or connect to a larger cluster (RAY_ADDRESS)")
+    return {"model": core.eval(), "model_config": model_config(run, spec), "history": value["history"],
+            "epochs": epochs, "test": {**value["test"], **coherence}, "coherence_judges": judges,
+            "workers": value["workers"], "device": value["device"], "placement": value["placement"],
+            "checkpoint": result.checkpoint.path}

@@ -3,7 +3,8 @@
 Pure torch (torch.distributed, no Ray): the same initial weights on every rank, then a random state of
 its own per rank (reparameterisation noise and dropout masks must not repeat across ranks); the epoch's
 loss terms averaged over the group; the bf16 autocast of the forward pass (the MMD opts out of it
-itself, ``cmmd_dist.model.mmd``).
+itself, ``cmmd_dist.model.mmd``); a value of every rank known to all (``every_rank``), and a user error on
+any rank known to all (``agreed``: one rank that stopped alone would leave the others in a collective).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 
+from cmmd_dist.errors import UserError, one_line
 from cmmd_dist.train.single import seed_everything
 
-__all__ = ["TERMS", "RANK_SEED_STRIDE", "reseed_rank", "group_mean", "autocast_for"]
+__all__ = ["TERMS", "RANK_SEED_STRIDE", "reseed_rank", "group_mean", "autocast_for", "every_rank", "first_failure",
+           "agreed"]
 
 TERMS = ("rec", "kl", "mmd", "ce", "loss")
 RANK_SEED_STRIDE = 7919  # a prime: rank r's seed is seed + 7919 r, clear of the small offsets seeds get elsewhere
@@ -55,3 +58,28 @@ def autocast_for(device: torch.device, bf16: bool) -> Callable[[], object] | Non
     if not bf16:
         return None
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def every_rank(value, world: int) -> list:
+    """``value`` of every rank, in rank order, known to every rank."""
+    if world <= 1 or not dist.is_initialized():
+        return [value]
+    every: list = [None] * world
+    dist.all_gather_object(every, value)
+    return every
+
+
+def first_failure(failure: str | None, world: int) -> str | None:
+    """The first rank's user error, known to every rank (one that stopped alone would leave the others
+    waiting in a collective); None when no rank failed."""
+    return next((f for f in every_rank(failure, world) if f is not None), None)
+
+
+def agreed(step, world: int) -> tuple[object, str | None]:
+    """``(step(), None)``, or ``(None, message)`` on EVERY rank when a user error stopped ``step`` on any rank."""
+    try:
+        value, failure = step(), None
+    except UserError as err:
+        value, failure = None, one_line(err)
+    failure = first_failure(failure, world)
+    return (None, failure) if failure is not None else (value, None)

@@ -133,31 +133,17 @@ def _pretrain(core: CMMD, run: RunConfig, rows: RowView, gen: torch.Generator, h
         on_epoch(history[-1])
 
 
-def fit(run: RunConfig, bundle: DatasetBundle, log=print, on_epoch=None) -> dict:
-    """Train CMMD (and the baseline); returns results with history, val/test metrics and the model.
-
-    ``on_epoch(row)`` is called with each history row as soon as its epoch ends."""
-    on_epoch = on_epoch or (lambda row: None)
-    if run.train.threads:
-        torch.set_num_threads(run.train.threads)
-    run = _on_device(run)
-    device = torch.device(run.train.device)
-    autocast = _autocast(run, device)
-    gen = seed_everything(run.train.seed)
-    cfg = model_config(run, bundle.spec)
+def _supervised(core: CMMD, run: RunConfig, data: dict[str, SplitTensors], rows: RowView, gen: torch.Generator,
+                history: list[dict], on_epoch, log, desc: str, autocast=None) -> tuple[EarlyStop, torch.optim.Optimizer]:
+    """The supervised stage: its own optimiser (fresh Adam moments), validated every epoch, early-stopped on the
+    validation metric (``EarlyStop``); appends its rows to ``history`` and loads the best epoch's weights back."""
+    opt = make_optimizer(core.parameters(), run.train)
     w = loss_weights(run)
-    data = split_tensors(bundle, run)
-    supervised, pre = stage_rows(data["train"], data.get("unlabeled"))
-    core = build_model(run, bundle.spec).to(device)
-    bs = run.train.batch_size
-    history: list[dict] = []
-    _pretrain(core, run, pre, gen, history, on_epoch, autocast)
-
-    opt = make_optimizer(core.parameters(), run.train)  # the supervised stage starts its own Adam moments
     stop = EarlyStop(run.train.patience)
-    bar = tqdm(range(1, run.train.epochs + 1), desc=f"cmmd {bundle.spec.name}", disable=not run.train.progress)
+    bar = tqdm(range(1, run.train.epochs + 1), desc=desc, disable=not run.train.progress)
     for epoch in bar:
-        m = train_epoch(core, core, stage_batches(supervised, bs, gen, 0, steps=run.train.steps_per_epoch), opt, w, autocast=autocast)
+        m = train_epoch(core, core, stage_batches(rows, run.train.batch_size, gen, 0, steps=run.train.steps_per_epoch),
+                        opt, w, autocast=autocast)
         val = evaluate_model(core, data["val"], with_collapse=False)
         val_loss = evaluate_loss(core, iterate_batches(data["val"], 1024, shuffle=False), w)["loss"]
         row = {"stage": "supervised", "epoch": len(history) + 1, "supervised_epoch": epoch,
@@ -171,24 +157,51 @@ def fit(run: RunConfig, bundle: DatasetBundle, log=print, on_epoch=None) -> dict
             log(f"early stop at epoch {epoch}: no validation improvement for {stop.waited(epoch)} epochs")
             break
     core.load_state_dict(stop.state)
+    return stop, opt
+
+
+def _baseline_test(run: RunConfig, cfg, data: dict[str, SplitTensors], device: torch.device,
+                   gen: torch.Generator) -> dict:
+    """The M-x_o baseline (``train.baseline``), early-stopped like CMMD, tested once."""
+    seed_everything(run.train.seed)
+    base = PriorClassifier(cfg).to(device)
+    bopt = make_optimizer(base.parameters(), run.train)
+    bstop = EarlyStop(run.train.patience)
+    for epoch in tqdm(range(1, run.train.epochs + 1), desc="M-x_o baseline", disable=not run.train.progress):
+        baseline_epoch(base, iterate_batches(data["train"], run.train.batch_size, gen), bopt)
+        bstop.update(evaluate_baseline(base, data["val"])["metric"], epoch, lambda: copy.deepcopy(base.state_dict()))
+        if bstop.should_stop(epoch):
+            break
+    base.load_state_dict(bstop.state)
+    return evaluate_baseline(base, data["test"])
+
+
+def fit(run: RunConfig, bundle: DatasetBundle, log=print, on_epoch=None) -> dict:
+    """Train CMMD (and the baseline); returns results with history, val/test metrics and the model.
+
+    ``on_epoch(row)`` is called with each history row as soon as its epoch ends."""
+    on_epoch = on_epoch or (lambda row: None)
+    if run.train.threads:
+        torch.set_num_threads(run.train.threads)
+    run = _on_device(run)
+    device = torch.device(run.train.device)
+    autocast = _autocast(run, device)
+    gen = seed_everything(run.train.seed)
+    cfg = model_config(run, bundle.spec)
+    data = split_tensors(bundle, run)
+    supervised, pre = stage_rows(data["train"], data.get("unlabeled"))
+    core = build_model(run, bundle.spec).to(device)
+    history: list[dict] = []
+    _pretrain(core, run, pre, gen, history, on_epoch, autocast)
+    stop, opt = _supervised(core, run, data, supervised, gen, history, on_epoch, log, f"cmmd {bundle.spec.name}",
+                            autocast)
     test = evaluate_model(core, data["test"], latent_train=data["train"], latent_seed=run.train.seed,
                           coherence=coherence_judges(bundle.spec, data["train"], run.output_dir))
     results = {"dataset": bundle.spec.name, "best_epoch": stop.epoch, "epochs_run": history[-1]["epoch"],
                "val_metric": stop.value, "test": test, "history": history, "model": core, "model_config": cfg,
                "device": str(device), "placement": placement(core, opt, supervised)}
-
     if run.train.baseline:
-        seed_everything(run.train.seed)
-        base = PriorClassifier(cfg).to(device)
-        bopt = make_optimizer(base.parameters(), run.train)
-        bstop = EarlyStop(run.train.patience)
-        for epoch in tqdm(range(1, run.train.epochs + 1), desc="M-x_o baseline", disable=not run.train.progress):
-            baseline_epoch(base, iterate_batches(data["train"], bs, gen), bopt)
-            bstop.update(evaluate_baseline(base, data["val"])["metric"], epoch, lambda: copy.deepcopy(base.state_dict()))
-            if bstop.should_stop(epoch):
-                break
-        base.load_state_dict(bstop.state)
-        results["baseline_test"] = evaluate_baseline(base, data["test"])
+        results["baseline_test"] = _baseline_test(run, cfg, data, device, gen)
     return results
 
 

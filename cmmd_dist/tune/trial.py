@@ -154,7 +154,7 @@ def trial_fn(config: dict, base: dict, folds: Folds, workers: int, use_gpu: bool
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from cmmd_dist.train.distributed import quick_report_polling
+    from cmmd_dist.train.ray_setup import quick_report_polling
     from cmmd_dist.tune.workarounds import drain_reports
 
     quick_report_polling()  # an epoch of a small trial would otherwise wait 2 s for its report to be taken

@@ -16,7 +16,7 @@ from cmmd_dist.datasets.row_ids import SPLIT_CODES
 from cmmd_dist.train.folds import development_split
 from cmmd_dist.datasets.tensors import SplitTensors
 from cmmd_dist.train.build import build_model
-from cmmd_dist.train.distributed import rank_rows, streamed_rank_rows
+from cmmd_dist.train.worker_rows import rank_rows, streamed_rank_rows
 from cmmd_dist.train.single import seed_everything
 from cmmd_dist.train.sources import LATENT_FIT_ROWS, StreamedRows, evaluate_rows, streams
 

@@ -2,7 +2,7 @@
 
 import os
 
-from cmmd_dist.train.distributed import REPORT_POLL_ENV, quick_report_polling
+from cmmd_dist.train.ray_setup import REPORT_POLL_ENV, quick_report_polling
 
 
 def test_sets_a_fast_poll_unless_the_user_chose_one(monkeypatch):
