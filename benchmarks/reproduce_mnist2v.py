@@ -6,9 +6,10 @@ Every step goes through the platform's own code paths:
 1. ``data prepare``: mnist2v from ``mnist.pkl.gz`` to Parquet shards (``cmmd_dist.datasets.prepare``).
 2. The sweep (``cmmd_dist.tune.run_sweep``, Ray Tune, grid searcher, no pruning) over the preset's lambda grid
    with k-fold CV on train+val: CV error and CV RMSE of the generated view per lambda (best epoch of each).
-3. The final models on the full train+val, for the epoch count CV chose for the best lambda
-   (``retrain_and_test``): CMMD at the best lambda, CMMD at lambda = 1 (the conditional ELBO, for the
-   collapse curves) and the M-x_o baseline (``retrain_baseline_and_test``), each tested ONCE.
+3. The final models on the full train+val, for the epoch count CV chose for the best lambda, through the
+   sweep's retrain path (``retrain_distributed`` on 1 Ray Train worker): CMMD at the best lambda, CMMD at
+   lambda = 1 (the conditional ELBO, for the collapse curves) and the M-x_o baseline (``model.kind: mx_o``),
+   each tested ONCE.
 4. Posterior collapse (fraction of latent dims with KL < eps nats for 99% of test rows), the MMD term's
    overhead per training step (lambda = 1, where no MMD is computed, vs the best lambda, batch 256,
    interleaved steps, median), the 2-D embedding of test latents and generated views next to the truth.
@@ -24,7 +25,6 @@ import os
 import platform
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -44,24 +44,23 @@ def final_run(base: dict, lam: float, limit: int | None) -> RunConfig:
     return RunConfig.model_validate(cfg)
 
 
-def _final_cmmd(run: RunConfig, epochs: int) -> dict:
-    """Child process: CMMD retrained on train+val, tested once; returns figures + state_dict."""
-    from cmmd_dist.datasets.registry import load_bundle
-    from cmmd_dist.train.single import retrain_and_test
+def _retrain(run: RunConfig, epochs: int, name: str, storage: Path) -> dict:
+    """A final model through the sweep's own retrain path (``retrain_distributed``, 1 Ray Train worker with every
+    core): train+val, ``epochs`` supervised epochs, tested once; its figures, history, model and seconds."""
+    from cmmd_dist.train.distributed import retrain_distributed
 
+    dist = {"workers": 1, "cpus_per_worker": os.cpu_count(), "name": name, "storage": str(storage)}
+    run = run.model_copy(update={"distributed": run.distributed.model_copy(update=dist)})
     t0 = time.time()
-    res = retrain_and_test(run, load_bundle(run.data), epochs)
-    return {"test": res["test"], "history": res["history"], "state_dict": res["model"].state_dict(),
-            "model_config": res["model_config"].to_dict(), "seconds": time.time() - t0}
+    res = retrain_distributed(run, epochs)
+    return {**res, "seconds": time.time() - t0}
 
 
-def _final_baseline(run: RunConfig, epochs: int) -> dict:
-    from cmmd_dist.datasets.registry import load_bundle
-    from cmmd_dist.train.single import retrain_baseline_and_test
-
-    t0 = time.time()
-    res = retrain_baseline_and_test(run, load_bundle(run.data), epochs)
-    return {"test": res["test"], "seconds": time.time() - t0}
+def mx_o_run(run: RunConfig) -> RunConfig:
+    """M-x_o (``model.kind: mx_o``: CMMD's prior network and classifier on x_o alone) under ``run``'s budget, no
+    pretraining (without labels it has nothing to learn), as the sweep's own M-x_o retrain."""
+    return run.model_copy(update={"model": run.model.model_copy(update={"kind": "mx_o"}),
+                                  "train": run.train.model_copy(update={"pretrain_epochs": 0})})
 
 
 def mmd_step_overhead(run_best: RunConfig, run_elbo: RunConfig, steps: int, batch: int = 256) -> dict:
@@ -197,7 +196,6 @@ def main() -> None:
         settings = settings.model_copy(update={"space": str(_write_space(space, scratch)), "preset": None})
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     summary = run_sweep(settings)
-    ray.shutdown()
     base = sweep_base(settings, space)
     curve = sorted(({"lambda": float(t["params"]["loss.lam"]), "cv_error": t["best_cv_metric"],
                      "cv_std": t["cv_std"], "rmse": t["best_cv_rmse"], "best_epoch": t["best_epoch"]}
@@ -209,22 +207,19 @@ def main() -> None:
     print(f"lambda curve: {json.dumps(curve)}\nbest lambda {lam} at CV epoch {epochs}", flush=True)
 
     run_best, run_elbo = final_run(base, lam, args.final_limit), final_run(base, 1.0, args.final_limit)
-    ctx = torch.multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=2, mp_context=ctx) as pool:
-        f_best = pool.submit(_final_cmmd, run_best, epochs)
-        f_elbo = pool.submit(_final_cmmd, run_elbo, epochs)
-        f_mx0 = pool.submit(_final_baseline, run_best, epochs)
-        best_res, elbo_res, mx0_res = f_best.result(), f_elbo.result(), f_mx0.result()
+    finals = scratch / "finals"
+    best_res = _retrain(run_best, epochs, f"{settings.name}-best", finals)
+    elbo_res = _retrain(run_elbo, epochs, f"{settings.name}-lambda-1", finals)
+    mx0_res = _retrain(mx_o_run(run_best), epochs, f"{settings.name}-mx_o", finals)
+    ray.shutdown()
     timing = mmd_step_overhead(run_best, run_elbo, args.steps)
 
     from cmmd_dist.datasets.registry import load_bundle
     from cmmd_dist.evaluation.metrics import COLLAPSE_EPS
-    from cmmd_dist.model import CMMD, CMMDConfig
     from cmmd_dist.tracking.plots import report_figures, save_png
     from cmmd_dist.train.single import split_tensors
 
-    core = CMMD(CMMDConfig.from_dict(best_res["model_config"]))
-    core.load_state_dict(best_res["state_dict"])
+    core = best_res["model"]
     bundle = load_bundle(run_best.data)
     test = split_tensors(bundle, run_best)["test"]
     figs = report_figures(core, test, history=best_res["history"],

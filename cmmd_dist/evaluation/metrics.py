@@ -102,38 +102,21 @@ def evaluate_model(core: torch.nn.Module, data: SplitTensors, with_collapse: boo
     the model has a posterior) and, given ``latent_train`` rows of a multi-class dataset, ``latent_accuracy``:
     logistic regression fit on 500 of their latents, scored on ``data``'s (the MNIST-SVHN-Text protocol).
     Given the dataset's ``coherence`` judges (``coherence.coherence_judges``), the coherence figures of the
-    modalities the model generates: ``coherence``, ``coherence_<m>``, ``coherence_ceiling_<m>``."""
-    p = predict(core, data)
-    y = data.y.cpu().numpy()
-    out: dict = classification_metrics(p["probs"], y, core.cfg.multilabel)
-    rmses = {}
-    for m in core.cfg.missing:
-        if f"gen:{m.name}" not in p:  # M-x_o generates nothing
-            continue
-        truth = data.mis[m.name].cpu().numpy().reshape(len(y), -1)
-        rmses[m.name] = float(np.sqrt(np.mean((p[f"gen:{m.name}"].reshape(len(y), -1) - truth) ** 2)))
-    out["rmse_by_modality"] = rmses
-    out["rmse"] = float(np.mean(list(rmses.values()))) if rmses else float("nan")
-    if with_collapse and "mu_q" in p:
-        out["collapse_eps"] = [float(e) for e in COLLAPSE_EPS]
-        out["collapse"] = collapse_curve(p["mu_q"], p["logvar_q"], p["mu_p"], p["logvar_p"])
-    if latent_train is not None and not core.cfg.multilabel:
-        z_train = predict(core, latent_train)["z"]
-        out["latent_accuracy"] = latent_classification(z_train, latent_train.y.cpu().numpy(), p["z"], y,
-                                                       seed=latent_seed)
-    if coherence is not None:
-        out.update(_coherence(core, p, data, coherence))
-    return out
+    modalities the model generates: ``coherence``, ``coherence_<m>``, ``coherence_ceiling_<m>``.
+
+    ``evaluate_chunks`` over one chunk, ``data``."""
+    return evaluate_chunks(core, [data], with_collapse, latent_train, latent_seed, coherence)
 
 
-def _coherence(core: torch.nn.Module, p: dict[str, np.ndarray], data: SplitTensors, judges: Judges) -> dict[str, float]:
+def _coherence(core: torch.nn.Module, p: dict[str, np.ndarray], mis: dict, y: np.ndarray,
+               judges: Judges) -> dict[str, float]:
     generated = {m.name: p[f"gen:{m.name}"] for m in core.cfg.missing if f"gen:{m.name}" in p}  # M-x_o: none
-    return judges.figures(generated, data.mis, data.y.cpu().numpy())
+    return judges.figures(generated, mis, y)
 
 
 def coherence_figures(core: torch.nn.Module, data: SplitTensors, judges: Judges) -> dict[str, float]:
     """The coherence figures alone (as ``evaluate_model`` reports them) of ``core``'s generations of ``data``."""
-    return _coherence(core, predict(core, data), data, judges)
+    return _coherence(core, predict(core, data), data.mis, data.y.cpu().numpy(), judges)
 
 
 def run_coherence(core: torch.nn.Module, run, spec, bundle=None):
@@ -165,21 +148,25 @@ def evaluate_baseline(model: PriorClassifier, data: SplitTensors, batch_size: in
 
 
 def evaluate_chunks(core: torch.nn.Module, chunks: Iterable[SplitTensors], with_collapse: bool = True,
-                    latent_train: SplitTensors | None = None, latent_seed: int = 0) -> dict:
-    """``evaluate_model`` over rows that come in chunks (streamed evaluation): the inputs are held one chunk
-    at a time; the class probabilities (and the latents, for the collapse curve and ``latent_accuracy``) are
-    kept for every row. ``latent_train``: as in ``evaluate_model`` (a few hundred rows, held whole)."""
+                    latent_train: SplitTensors | None = None, latent_seed: int = 0,
+                    coherence: Judges | None = None) -> dict:
+    """``evaluate_model``'s figures of rows that come in chunks (streamed evaluation): the inputs are held one
+    chunk at a time; the class probabilities (and the latents, for the collapse curve and ``latent_accuracy``)
+    are kept for every row, and with ``coherence`` the generated and true missing modalities too.
+    ``latent_train``: a few hundred rows, held whole."""
     latent = latent_train is not None and not core.cfg.multilabel
     keep = ["probs"] + (["mu_q", "logvar_q", "mu_p", "logvar_p"] if with_collapse else []) + (["z"] if latent else [])
     kept: dict[str, list[np.ndarray]] = {}
-    ys, sq, count = [], {}, 0
+    ys, sq, count, truths = [], {}, 0, []
     for chunk in chunks:
         p = predict(core, chunk)
         y = chunk.y.cpu().numpy()
-        for k in keep:
+        for k in keep + ([k for k in p if k.startswith("gen:")] if coherence is not None else []):
             if k in p:
                 kept.setdefault(k, []).append(p[k])
         ys.append(y)
+        if coherence is not None:
+            truths.append(chunk.mis)
         for m in core.cfg.missing:
             if f"gen:{m.name}" in p:
                 truth = chunk.mis[m.name].cpu().numpy().reshape(len(y), -1).astype(np.float64)
@@ -199,4 +186,7 @@ def evaluate_chunks(core: torch.nn.Module, chunks: Iterable[SplitTensors], with_
         z_train = predict(core, latent_train)["z"]
         out["latent_accuracy"] = latent_classification(z_train, latent_train.y.cpu().numpy(), p["z"], y,
                                                        seed=latent_seed)
+    if coherence is not None:
+        mis = {k: torch.cat([t[k].cpu() for t in truths]) for k in truths[0]} if len(truths) > 1 else truths[0]
+        out.update(_coherence(core, p, mis, y, coherence))
     return out

@@ -40,8 +40,7 @@ from cmmd_dist.train.loop import baseline_epoch, evaluate_loss, placement, train
 from cmmd_dist.train.optim import make_optimizer
 from cmmd_dist.train.sources import stage_batches
 
-__all__ = ["check_data", "fit", "run_training", "retrain_and_test", "retrain_baseline_and_test", "seed_everything",
-           "split_tensors", "train_device", "stage_rows"]
+__all__ = ["check_data", "fit", "run_training", "seed_everything", "split_tensors", "train_device", "stage_rows"]
 
 
 def check_data(run: RunConfig) -> DatasetSpec:
@@ -253,53 +252,3 @@ def _fit_into(run: RunConfig, bundle: DatasetBundle, out: Path, log) -> dict:
     weights = {k: v.detach().cpu() for k, v in results["model"].state_dict().items()}  # loadable without the GPU
     torch.save({"state_dict": weights, "model_config": results["model_config"].to_dict()}, out / "model.pt")
     return results
-
-
-def _dev_and_test(run: RunConfig, bundle: DatasetBundle) -> tuple[SplitTensors, SplitTensors, SplitTensors | None]:
-    """(train+val rows, test rows, the unlabeled rows when pretraining) on ``train.device``."""
-    from cmmd_dist.train.folds import development_split
-
-    obs, mis = bundle.spec.scenario_names(run.data.scenario)
-    extra = bundle.extra.get("unlabeled") if run.train.pretrain_epochs else None
-    return (SplitTensors.from_split(development_split(bundle), obs, mis, run.train.device),
-            SplitTensors.from_split(bundle.test, obs, mis, run.train.device),
-            None if extra is None else SplitTensors.from_split(extra, obs, mis, run.train.device))
-
-
-def retrain_and_test(run: RunConfig, bundle: DatasetBundle, epochs: int, log=print) -> dict:
-    """Pretrain (``train.pretrain_epochs``), then train on train+val for a fixed number of supervised epochs
-    (chosen by cross-validation), then test ONCE. In one process; a sweep retrains on Ray Train
-    (``distributed.retrain_distributed``)."""
-    if run.train.threads:
-        torch.set_num_threads(run.train.threads)
-    run = _on_device(run)
-    device = torch.device(run.train.device)
-    autocast = _autocast(run, device)
-    gen = seed_everything(run.train.seed)
-    cfg = model_config(run, bundle.spec)
-    w = loss_weights(run)
-    dev, test, unlabeled = _dev_and_test(run, bundle)
-    supervised, pre = stage_rows(dev, unlabeled)
-    core = build_model(run, bundle.spec).to(device)
-    history: list[dict] = []
-    _pretrain(core, run, pre, gen, history, lambda row: None, autocast)
-    opt = make_optimizer(core.parameters(), run.train)
-    for epoch in tqdm(range(1, epochs + 1), desc="retrain on train+val", disable=not run.train.progress):
-        m = train_epoch(core, core, stage_batches(supervised, run.train.batch_size, gen, 0, steps=run.train.steps_per_epoch), opt, w, autocast=autocast)
-        history.append({"stage": "supervised", "epoch": len(history) + 1, "supervised_epoch": epoch,
-                        **{f"train_{k}": v for k, v in m.items()}})
-    return {"model": core, "model_config": cfg, "history": history, "epochs": epochs, "test": evaluate_model(core, test)}
-
-
-def retrain_baseline_and_test(run: RunConfig, bundle: DatasetBundle, epochs: int) -> dict:
-    """The M-x_o baseline (CMMD's prior network + classifier, trained on x_o alone) under the same budget as
-    ``retrain_and_test``: train+val, ``epochs`` epochs, the run's batch size and learning rate; tested ONCE."""
-    if run.train.threads:
-        torch.set_num_threads(run.train.threads)
-    run = _on_device(run)
-    gen = seed_everything(run.train.seed)
-    dev, test, _ = _dev_and_test(run, bundle)
-    model = PriorClassifier(model_config(run, bundle.spec)).to(run.train.device)
-    opt = make_optimizer(model.parameters(), run.train)
-    losses = [baseline_epoch(model, iterate_batches(dev, run.train.batch_size, gen), opt) for _ in range(epochs)]
-    return {"model": model, "train_loss": losses, "epochs": epochs, "test": evaluate_baseline(model, test)}
