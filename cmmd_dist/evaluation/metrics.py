@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from cmmd_dist.evaluation.coherence import Judges
-from cmmd_dist.model import CMMD, PriorClassifier, gaussian_kl
+from cmmd_dist.model import CMMD, gaussian_kl
 from cmmd_dist.datasets.tensors import SplitTensors
 
 __all__ = [
@@ -22,7 +22,6 @@ __all__ = [
     "evaluate_model",
     "coherence_figures",
     "run_coherence",
-    "evaluate_baseline",
     "evaluate_chunks",
 ]
 
@@ -137,14 +136,6 @@ def run_coherence(core: torch.nn.Module, run, spec, bundle=None):
     if judges is None:
         return {}, None
     return coherence_figures(core.cpu().eval(), SplitTensors.from_split(bundle.test, obs, mis), judges), judges.path
-
-
-@torch.no_grad()
-def evaluate_baseline(model: PriorClassifier, data: SplitTensors, batch_size: int = 1024) -> dict[str, float]:
-    model.eval()
-    logits = torch.cat([model(data.rows(slice(s, s + batch_size))["obs"]) for s in range(0, len(data), batch_size)])
-    probs = torch.sigmoid(logits) if model.cfg.multilabel else torch.softmax(logits, -1)
-    return classification_metrics(probs.cpu().numpy(), data.y.cpu().numpy(), model.cfg.multilabel)
 
 
 def evaluate_chunks(core: torch.nn.Module, chunks: Iterable[SplitTensors], with_collapse: bool = True,

@@ -4,7 +4,7 @@ Imports torch only: no Ray, no MLflow, no file IO.
 """
 
 from cmmd_dist.model.baselines import BASELINE_KINDS, BaselineConfig, MxO
-from cmmd_dist.model.cmmd import CMMD, CMMDConfig, CMMDOutput, ModalityDef, PriorClassifier
+from cmmd_dist.model.cmmd import CMMD, CMMDConfig, CMMDOutput, ModalityDef
 from cmmd_dist.model.likelihoods import (
     BernoulliLikelihood,
     CategoricalLikelihood,
@@ -19,7 +19,7 @@ from cmmd_dist.model.mvae import MVAE
 from cmmd_dist.model.vcca import VCCA
 
 __all__ = [
-    "CMMD", "CMMDConfig", "CMMDOutput", "ModalityDef", "PriorClassifier",
+    "CMMD", "CMMDConfig", "CMMDOutput", "ModalityDef",
     "BernoulliLikelihood", "CategoricalLikelihood", "GaussianLikelihood", "make_likelihood",
     "LossWeights", "classification_loss", "cmmd_loss", "gaussian_kl", "gaussian_kernel", "mmd",
     "BASELINE_KINDS", "BaselineConfig", "MxO", "VCCA", "MVAE", "MMVAE", "make_model",

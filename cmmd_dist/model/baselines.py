@@ -170,7 +170,7 @@ class MultimodalVAE(nn.Module, abc.ABC):
 
 class MxO(nn.Module):
     """M-x_o as a model of the platform: CMMD's prior network and classifier trained on x_o and c alone
-    (``PriorClassifier``'s networks, mean cross-entropy as ``loop.baseline_epoch``)."""
+    (the mean cross-entropy of its classifier on the prior's mean); ``train.baseline`` trains it beside CMMD."""
 
     def __init__(self, cfg: CMMDConfig, params: BaselineConfig | None = None):
         super().__init__()

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from cmmd_dist.model.likelihoods import Likelihood, make_likelihood
 from cmmd_dist.model.networks import MLP, conv_decoder, feature_net
 
-__all__ = ["ModalityDef", "CMMDConfig", "CMMD", "PriorClassifier", "CMMDOutput"]
+__all__ = ["ModalityDef", "CMMDConfig", "CMMD", "CMMDOutput"]
 
 
 @dataclass(frozen=True)
@@ -200,16 +200,3 @@ class CMMD(nn.Module):
         params = self.decode(mu_p, self.flat_obs(obs))
         gen = {m.name: self.likelihoods[m.name].mean(params[m.name]).reshape(-1, *m.shape) for m in self.cfg.missing}
         return {"z": mu_p, "logvar": logvar_p, "probs": probs, "generated": gen}
-
-
-class PriorClassifier(nn.Module):
-    """The M-x_o baseline: CMMD's prior path and classifier, trained on x_o and c alone."""
-
-    def __init__(self, cfg: CMMDConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.prior = ConditionalPrior(cfg.observed, dict(cfg.feature_nets), cfg.prior_hidden, cfg.zdim, cfg.dropout)
-        self.classifier = MLP(cfg.zdim, cfg.classifier_hidden, cfg.num_classes, cfg.dropout)
-
-    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.classifier(self.prior(obs)[0])

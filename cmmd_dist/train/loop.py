@@ -13,10 +13,10 @@ from contextlib import nullcontext
 
 import torch
 
-from cmmd_dist.model import CMMD, LossWeights, PriorClassifier, classification_loss, cmmd_loss
+from cmmd_dist.model import CMMD, LossWeights, cmmd_loss
 from cmmd_dist.model.mmd import Gather
 
-__all__ = ["train_step", "train_epoch", "evaluate_loss", "baseline_epoch", "placement"]
+__all__ = ["train_step", "train_epoch", "evaluate_loss", "placement"]
 
 
 def _early_gather(gather: Gather | None, w: LossWeights):
@@ -109,21 +109,6 @@ def evaluate_loss(core: torch.nn.Module, batches: Iterable[dict], w: LossWeights
             sums[k] = sums.get(k, 0.0) + float(v) * n
         rows += n
     return {k: v / max(rows, 1) for k, v in sums.items()}
-
-
-def baseline_epoch(model: PriorClassifier, batches: Iterable[dict], optimizer: torch.optim.Optimizer) -> float:
-    """One epoch of the M-x_o baseline (cross-entropy on x_o alone); returns the mean loss."""
-    model.train()
-    total, rows = 0.0, 0
-    for batch in batches:
-        optimizer.zero_grad(set_to_none=True)
-        loss = classification_loss(model(batch["obs"]), batch["y"], model.cfg.multilabel, "mean")
-        loss.backward()
-        optimizer.step()
-        n = int(batch["y"].shape[0])
-        total += float(loss.detach()) * n
-        rows += n
-    return total / max(rows, 1)
 
 
 def placement(model: torch.nn.Module, optimizer: torch.optim.Optimizer, rows) -> dict[str, list[str]]:

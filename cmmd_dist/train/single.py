@@ -31,12 +31,12 @@ from cmmd_dist.config import RunConfig
 from cmmd_dist.datasets.registry import load_bundle
 from cmmd_dist.datasets.spec import DatasetBundle, DatasetSpec
 from cmmd_dist.errors import UserError, one_line
-from cmmd_dist.evaluation.metrics import evaluate_baseline, evaluate_model
-from cmmd_dist.model import CMMD, PriorClassifier
+from cmmd_dist.evaluation.metrics import evaluate_model
+from cmmd_dist.model import CMMD, BaselineConfig, make_model
 from cmmd_dist.datasets.tensors import RowView, SplitTensors, iterate_batches
 from cmmd_dist.train.build import build_model, loss_weights, model_config
 from cmmd_dist.train.early_stop import EarlyStop
-from cmmd_dist.train.loop import baseline_epoch, evaluate_loss, placement, train_epoch
+from cmmd_dist.train.loop import evaluate_loss, placement, train_epoch
 from cmmd_dist.train.optim import make_optimizer
 from cmmd_dist.train.sources import stage_batches
 
@@ -161,18 +161,23 @@ def _supervised(core: CMMD, run: RunConfig, data: dict[str, SplitTensors], rows:
 
 def _baseline_test(run: RunConfig, cfg, data: dict[str, SplitTensors], device: torch.device,
                    gen: torch.Generator) -> dict:
-    """The M-x_o baseline (``train.baseline``), early-stopped like CMMD, tested once."""
+    """The M-x_o baseline (``train.baseline``): the ``model.kind: mx_o`` model (``MxO``) through the same
+    ``train_epoch`` and ``evaluate_model``, on the training rows (no pretraining), early-stopped like CMMD,
+    tested once; its classification figures."""
     seed_everything(run.train.seed)
-    base = PriorClassifier(cfg).to(device)
+    base = make_model(cfg, BaselineConfig("mx_o")).to(device)
     bopt = make_optimizer(base.parameters(), run.train)
+    w = loss_weights(run)
     bstop = EarlyStop(run.train.patience)
     for epoch in tqdm(range(1, run.train.epochs + 1), desc="M-x_o baseline", disable=not run.train.progress):
-        baseline_epoch(base, iterate_batches(data["train"], run.train.batch_size, gen), bopt)
-        bstop.update(evaluate_baseline(base, data["val"])["metric"], epoch, lambda: copy.deepcopy(base.state_dict()))
+        train_epoch(base, base, iterate_batches(data["train"], run.train.batch_size, gen), bopt, w)
+        val = evaluate_model(base, data["val"], with_collapse=False)
+        bstop.update(val["metric"], epoch, lambda: copy.deepcopy(base.state_dict()))
         if bstop.should_stop(epoch):
             break
     base.load_state_dict(bstop.state)
-    return evaluate_baseline(base, data["test"])
+    test = evaluate_model(base, data["test"], with_collapse=False)
+    return {k: v for k, v in test.items() if k not in ("rmse", "rmse_by_modality")}  # M-x_o generates nothing
 
 
 def fit(run: RunConfig, bundle: DatasetBundle, log=print, on_epoch=None) -> dict:
