@@ -58,9 +58,10 @@ from cmmd_dist.train.ray_setup import check_resources, quick_report_polling, run
 from cmmd_dist.train.run_folder import USER_ERROR_KEY, RunFolder
 from cmmd_dist.train.single import check_data, seed_everything
 from cmmd_dist.train.sources import StreamedRows, eval_batches, evaluate_rows, stage_batches
-from cmmd_dist.train.worker_rows import RankRows, load_rank_rows
+from cmmd_dist.train.worker_rows import RankRows, load_rank_rows, rank_rows
 
-__all__ = ["StepHook", "setup", "main", "fit", "run_distributed", "retrain_distributed"]
+__all__ = ["StepHook", "setup", "main", "fit", "run_distributed", "retrain_distributed",
+           "rank_rows"]  # rank_rows: re-exported from train.worker_rows for tests/integration
 
 StepHook = Callable[[int, int, int], None]
 """``on_step(epoch, step, rank)``: called on every worker after each optimiser step (epochs count on across the
