@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from cmmd_dist.evaluation.coherence import Judges
-from cmmd_dist.model import CMMD, gaussian_kl
+from cmmd_dist.model import gaussian_kl
 from cmmd_dist.datasets.tensors import SplitTensors
 
 __all__ = [
@@ -39,15 +39,9 @@ def predict(core: torch.nn.Module, data: SplitTensors, batch_size: int = 1024) -
         b = data.rows(slice(start, start + batch_size))
         pred = core.predict(b["obs"])
         row = {"z": pred["z"], "logvar_p": pred["logvar"], "probs": pred["probs"]}
-        if isinstance(core, CMMD):
-            xo = core.flat_obs(b["obs"])
-            xm = torch.cat([b["mis"][m.name].flatten(1) for m in core.cfg.missing] + [xo[:, :0]], dim=-1)
-            mu_q, logvar_q = core.encoder(torch.cat([xo, xm, core.label_input(b["y"], xo.shape[0], xo.device)], -1))
-            row.update(mu_q=mu_q, logvar_q=logvar_q, mu_p=pred["z"])
-        else:
-            params = core.collapse_params(b)
-            if params is not None:
-                row.update(zip(("mu_q", "logvar_q", "mu_p", "logvar_p"), params))
+        params = core.collapse_params(b)  # every model's interface; None for M-x_o (no posterior)
+        if params is not None:
+            row.update(zip(("mu_q", "logvar_q", "mu_p", "logvar_p"), params))
         for name, gen in pred["generated"].items():
             row[f"gen:{name}"] = gen
         for k, v in row.items():

@@ -168,17 +168,29 @@ class CMMD(nn.Module):
             out[m.name] = params.reshape(*lead, -1)
         return out
 
+    def encode(self, batch: dict, use_label: bool = True, flat_obs: torch.Tensor | None = None):
+        """The posterior q(z | x_o, x_m, c): ``(mu_q, logvar_q)``; the label zeroed where ``use_label`` is false."""
+        xo = self.flat_obs(batch["obs"]) if flat_obs is None else flat_obs
+        # no missing modality (e.g. mst with all three observed): no decoder, REC = 0
+        xm = torch.cat([batch["mis"][m.name].flatten(1) for m in self.cfg.missing] + [xo[:, :0]], dim=-1)
+        c = self.label_input(batch.get("y") if use_label else None, xo.shape[0], xo.device)
+        return self.encoder(torch.cat([xo, xm, c], dim=-1))
+
+    def collapse_params(self, batch: dict) -> tuple[torch.Tensor, ...]:
+        """``(mu_q, logvar_q, mu_p, logvar_p)``: the posterior on the full rows and the conditional prior, the
+        interface every model of the platform shares for the collapse figures (``model.baselines``)."""
+        mu_q, logvar_q = self.encode(batch)
+        mu_p, logvar_p = self.prior(batch["obs"])
+        return mu_q, logvar_q, mu_p, logvar_p
+
     # -- full pass ----------------------------------------------------------------------------
     def forward(self, batch: dict, n_samples: int = 1, use_label: bool = True,
                 on_latents: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> CMMDOutput:
         """``on_latents(z_q, z_p)`` is called as soon as both samples exist, before decoding (under data
         parallelism it starts the all-gather of the MMD's samples, which then overlaps the decoders)."""
-        obs, mis = batch["obs"], batch["mis"]
+        obs = batch["obs"]
         xo = self.flat_obs(obs)
-        # no missing modality (e.g. mst with all three observed): no decoder, REC = 0
-        xm = torch.cat([mis[m.name].flatten(1) for m in self.cfg.missing] + [xo[:, :0]], dim=-1)
-        c = self.label_input(batch.get("y") if use_label else None, xo.shape[0], xo.device)
-        mu_q, logvar_q = self.encoder(torch.cat([xo, xm, c], dim=-1))
+        mu_q, logvar_q = self.encode(batch, use_label, xo)
         mu_p, logvar_p = self.prior(obs)
         eps_q = torch.randn((n_samples, *mu_q.shape), device=mu_q.device, dtype=mu_q.dtype)
         eps_p = torch.randn_like(eps_q)

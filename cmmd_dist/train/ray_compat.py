@@ -5,7 +5,7 @@ None has an upstream issue: each fills a gap of Ray's public API. Each has a sen
 warns (``RuntimeWarning``) and the caller goes on without the check it enables, never silently.
 
 - :func:`ray_started_here`: ``ray._private.worker._global_node.head`` (no public API says whether this
-  process started the Ray it is connected to); used by ``distributed.check_resources``.
+  process started the Ray it is connected to); used by ``ray_setup.check_resources``.
 - :func:`ray_address_from_environment`: ``ray._private.services.get_ray_address_from_environment`` (the
   address ``ray.init()`` would connect to, before it runs); used by ``ray_connect.cluster_address``.
 - :func:`gcs_client`: ``ray._raylet.GcsClient`` (a token check of a cluster without joining it); used by

@@ -19,8 +19,8 @@ from cmmd_dist.train.build import build_model
 from cmmd_dist.train.worker_rows import rank_rows, streamed_rank_rows
 from cmmd_dist.train.single import seed_everything
 from cmmd_dist.train.sources import LATENT_FIT_ROWS, StreamedRows, evaluate_rows, streams
+from tiny import TINY
 
-TINY = {"zdim": 4, "encoder_hidden": [16], "prior_hidden": [16], "decoder_hidden": [16], "classifier_hidden": [8]}
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from cmmd_dist.train.run_folder import STATUS_FILE
+from waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 # tiny, and no early stop: 50 epochs cannot end before the signal
@@ -41,10 +41,8 @@ def test_ctrl_c_marks_the_run_folder_interrupted(tmp_path):
                             "--no-progress", "--out", str(out)],
                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while (folder := first_history_row(out)) is None and run.poll() is None:
-            assert time.monotonic() < deadline, "no epoch within 120 s"
-            time.sleep(0.1)
+        folder = wait_for(lambda: first_history_row(out) or run.poll() is not None, timeout=120, interval=0.1,
+                          what="the first epoch's history row")
         assert run.poll() is None, f"ended before Ctrl-C: {run.communicate()[1][-2000:]}"
         run.send_signal(signal.SIGINT)
         _, err = run.communicate(timeout=60)
