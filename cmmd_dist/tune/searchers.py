@@ -19,7 +19,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from cmmd_dist.config import SweepConfig
 from cmmd_dist.tune.search_space import SearchSpace
-from cmmd_dist.tune.workarounds import COMPLETED_KEY, CooperativeASHA
+from cmmd_dist.tune.workarounds import COMPLETED_KEY, CooperativeASHA, optuna_completed_trials
 
 __all__ = ["tune_param_space", "PruneAwareOptunaSearch", "make_searcher", "make_scheduler", "COMPLETED_KEY"]
 
@@ -51,7 +51,7 @@ class PruneAwareOptunaSearch(OptunaSearch):
         super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if error or not result or result.get(COMPLETED_KEY, 0) or trial_id in self._completed_trials:
+        if error or not result or result.get(COMPLETED_KEY, 0) or trial_id in optuna_completed_trials(self):
             return super().on_trial_complete(trial_id, result, error)
         from optuna.trial import TrialState
 
@@ -62,7 +62,7 @@ class PruneAwareOptunaSearch(OptunaSearch):
             study, trials = optuna_study_of(self)
             study.tell(trials[trial_id], state=TrialState.PRUNED)
         finally:
-            self._completed_trials.add(trial_id)
+            optuna_completed_trials(self).add(trial_id)
 
     def _report_last(self, trial_id: str, result: dict) -> None:
         """Report the trial's last result if Optuna lacks it: Tune does not pass a searcher the report on which the

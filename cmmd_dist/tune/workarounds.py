@@ -33,7 +33,8 @@ Train controller whose reports could be stuck.
   ``tests/unit/tune/test_tune_workarounds.py::test_the_pre_ray_workers_check_still_finds_rays_address_and_cpu_count``.
 - :func:`tuner_run_config` and :func:`optuna_study_of` (no upstream issue: Tune has no public getter of a Tuner's
   RunConfig, nor of an ``OptunaSearch``'s study): the private ``Tuner._local_tuner`` (warns where gone) and
-  ``OptunaSearch._ot_study`` / ``_ot_trials`` (AttributeError where gone); a sentinel test each, in the same file.
+  ``OptunaSearch._ot_study`` / ``_ot_trials`` / ``_completed_trials`` (:func:`optuna_completed_trials`;
+  AttributeError where gone); a sentinel test each, in the same file.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 __all__ = ["CooperativeASHA", "Verdicts", "drain_reports", "wait_for_verdict", "COMPLETED_KEY", "CREDENTIAL_VARS",
            "keep_credentials_out_of_runtime_env", "tune_copies_credentials", "local_ray_cpus", "tuner_run_config",
-           "optuna_study_of"]
+           "optuna_study_of", "optuna_completed_trials"]
 
 COMPLETED_KEY = "cv_completed"  # 1 on the report that ends a trial by itself (last epoch, or patience ran out)
 
@@ -172,3 +173,10 @@ def optuna_study_of(searcher):
     ``searchers.PruneAwareOptunaSearch`` reports as PRUNED. Raises AttributeError where Tune renamed them.
     Sentinel: ``tests/unit/tune/test_tune_workarounds.py::test_optuna_search_still_keeps_its_study_and_trials``."""
     return searcher._ot_study, searcher._ot_trials
+
+
+def optuna_completed_trials(searcher) -> set:
+    """The Tune trial ids an ``OptunaSearch`` has already told Optuna of (its private ``_completed_trials``):
+    ``searchers.PruneAwareOptunaSearch`` tells each trial once. Raises AttributeError where Tune renamed it.
+    Sentinel: ``tests/unit/tune/test_tune_workarounds.py::test_optuna_search_still_keeps_its_study_and_trials``."""
+    return searcher._completed_trials

@@ -133,3 +133,6 @@ def test_optuna_search_still_keeps_its_study_and_trials():
     searcher = OptunaSearch(space={"x": __import__("ray").tune.uniform(0, 1)}, metric="m", mode="max")
     study, trials = optuna_study_of(searcher)
     assert hasattr(study, "tell") and isinstance(trials, dict)
+    from cmmd_dist.tune.workarounds import optuna_completed_trials
+
+    assert isinstance(optuna_completed_trials(searcher), set)
