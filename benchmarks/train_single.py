@@ -32,7 +32,7 @@ def bench(dataset: str, mnist: str | None) -> dict:
     run = load_run_config(default_config_path(CONFIGS[dataset]), overrides)
     t0 = time.time()
     res, out = run_training(run)
-    epochs = [h for h in res["history"] if h["stage"] == "train"]
+    epochs = [h for h in res["history"] if h["stage"] == "supervised"]
     return {
         "cmmd_error": res["test"]["error"],
         "mx0_error": res["baseline_test"]["error"],
