@@ -4,14 +4,14 @@ Imports torch only: no Ray, no MLflow, no file IO.
 """
 
 from cmmd_dist.model.baselines import BASELINE_KINDS, BaselineConfig, MxO
-from cmmd_dist.model.cmmd import CMMD, CMMDConfig, CMMDOutput, ModalityDef
+from cmmd_dist.model.cmmd import CMMD, CMMDConfig, ModalityDef
 from cmmd_dist.model.likelihoods import (
     BernoulliLikelihood,
     CategoricalLikelihood,
     GaussianLikelihood,
     make_likelihood,
 )
-from cmmd_dist.model.loss import LossWeights, classification_loss, cmmd_loss, gaussian_kl
+from cmmd_dist.model.loss import CMMDOutput, LossWeights, classification_loss, cmmd_loss, gaussian_kl
 from cmmd_dist.model.factory import make_model
 from cmmd_dist.model.mmd import gaussian_kernel, mmd
 from cmmd_dist.model.mmvae import MMVAE

@@ -83,7 +83,16 @@ def _ce_term(classifier: nn.Module, latent: torch.Tensor, batch: dict, cfg: CMMD
     return ce * world_size if w.ce_reduction == "sum" else ce
 
 
-class MultimodalVAE(nn.Module, abc.ABC):
+class OwnObjective:
+    """The objective interface (``CMMD.objective``) of a model whose forward pass is its own objective: no MMD,
+    nothing to gather, no early-gather hook."""
+
+    def objective(self, forward, batch: dict, w: LossWeights, gather=None, world_size: int = 1,
+                  with_classifier: bool = True, on_latents=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return forward(batch, w, world_size=world_size, with_classifier=with_classifier)
+
+
+class MultimodalVAE(OwnObjective, nn.Module, abc.ABC):
     """Shared parts: every modality (observed, then missing) has a likelihood and a decoder from z; a
     classifier reads the latent. Subclasses define the encoders and ``elbo_terms`` / the inference (the three
     abstract methods: a subclass that leaves one out cannot be built)."""
@@ -168,7 +177,7 @@ class MultimodalVAE(nn.Module, abc.ABC):
         return mu, logvar, torch.zeros_like(mu), torch.zeros_like(logvar)
 
 
-class MxO(nn.Module):
+class MxO(OwnObjective, nn.Module):
     """M-x_o as a model of the platform: CMMD's prior network and classifier trained on x_o and c alone
     (the mean cross-entropy of its classifier on the prior's mean); ``train.baseline`` trains it beside CMMD."""
 

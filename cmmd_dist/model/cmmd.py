@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cmmd_dist.model.likelihoods import Likelihood, make_likelihood
+from cmmd_dist.model.loss import CMMDOutput, LossWeights, cmmd_loss
 from cmmd_dist.model.networks import MLP, conv_decoder, feature_net
 
 __all__ = ["ModalityDef", "CMMDConfig", "CMMD", "CMMDOutput"]
@@ -72,18 +73,6 @@ class CMMDConfig:
         for key in ("feature_nets", "decoder_nets"):
             d[key] = tuple(tuple(p) for p in d[key])
         return cls(**d)
-
-
-@dataclass
-class CMMDOutput:
-    mu_q: torch.Tensor  # (B, D)
-    logvar_q: torch.Tensor
-    mu_p: torch.Tensor
-    logvar_p: torch.Tensor
-    z_q: torch.Tensor  # (S, B, D) posterior samples
-    z_p: torch.Tensor  # (S, B, D) prior samples
-    dec_params: dict[str, torch.Tensor]  # name -> (S, B, n_params*size)
-    logits: torch.Tensor  # (B, C) from the classifier on mu_p
 
 
 class GaussianMLP(nn.Module):
@@ -182,6 +171,15 @@ class CMMD(nn.Module):
         mu_q, logvar_q = self.encode(batch)
         mu_p, logvar_p = self.prior(batch["obs"])
         return mu_q, logvar_q, mu_p, logvar_p
+
+    def objective(self, forward: Callable, batch: dict, w: LossWeights, gather=None, world_size: int = 1,
+                  with_classifier: bool = True, on_latents: Callable | None = None):
+        """``(loss, detached terms)`` of one batch: the interface every model of the platform shares, so the
+        loop needs no ``isinstance``. ``forward`` runs this module's forward pass (the module itself, or its
+        DDP wrapper, whose forward must run for the gradients to be synchronised); without the classifier
+        (pretraining) the label is withheld from the encoder too."""
+        out = forward(batch, n_samples=w.n_samples, use_label=with_classifier, on_latents=on_latents)
+        return cmmd_loss(self, out, batch, w, gather=gather, world_size=world_size, with_classifier=with_classifier)
 
     # -- full pass ----------------------------------------------------------------------------
     def forward(self, batch: dict, n_samples: int = 1, use_label: bool = True,

@@ -15,10 +15,24 @@ from typing import Literal
 import torch
 from torch.nn import functional as F
 
-from cmmd_dist.model.cmmd import CMMD, CMMDOutput
 from cmmd_dist.model.mmd import Gather, mmd
 
-__all__ = ["LossWeights", "gaussian_kl", "classification_loss", "cmmd_loss"]
+__all__ = ["LossWeights", "CMMDOutput", "gaussian_kl", "classification_loss", "cmmd_loss"]
+
+
+@dataclass
+class CMMDOutput:
+    """What CMMD's forward pass hands its objective (defined here so that ``cmmd`` imports the loss, not
+    the other way round)."""
+
+    mu_q: torch.Tensor  # (B, D)
+    logvar_q: torch.Tensor
+    mu_p: torch.Tensor
+    logvar_p: torch.Tensor
+    z_q: torch.Tensor  # (S, B, D) posterior samples
+    z_p: torch.Tensor  # (S, B, D) prior samples
+    dec_params: dict[str, torch.Tensor]  # name -> (S, B, n_params*size)
+    logits: torch.Tensor  # (B, C) from the classifier on mu_p
 
 
 @dataclass(frozen=True)
@@ -50,7 +64,7 @@ def classification_loss(logits: torch.Tensor, y: torch.Tensor, multilabel: bool,
 
 
 def cmmd_loss(
-    model: CMMD,
+    model,  # a cmmd_dist.model.cmmd.CMMD
     out: CMMDOutput,
     batch: dict,
     w: LossWeights,

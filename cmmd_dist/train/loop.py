@@ -1,7 +1,7 @@
 """The epoch/step loop, pure torch: no Ray, no MLflow. Gathering and reporting are passed in.
 
 The single-process trainer and the Ray Train worker both call ``train_epoch`` unchanged, for CMMD and for
-every baseline of ``model.baselines`` (``core`` picks the objective: ``cmmd_loss`` or the baseline's own).
+every baseline of ``model.baselines``: ``core.objective`` (the interface they share) scores a batch.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from contextlib import nullcontext
 
 import torch
 
-from cmmd_dist.model import CMMD, LossWeights, cmmd_loss
+from cmmd_dist.model import LossWeights
 from cmmd_dist.model.mmd import Gather
 
 __all__ = ["train_step", "train_epoch", "evaluate_loss", "placement"]
@@ -43,12 +43,8 @@ def train_step(
     ``pretrain`` withholds the label from the encoder and drops the classifier term (Flickr recipe)."""
     optimizer.zero_grad(set_to_none=True)
     with (autocast() if autocast else nullcontext()):
-        if isinstance(core, CMMD):
-            out = model(batch, n_samples=w.n_samples, use_label=not pretrain, on_latents=_early_gather(gather, w))
-            loss, terms = cmmd_loss(core, out, batch, w, gather=gather, world_size=world_size,
-                                    with_classifier=not pretrain)
-        else:  # a baseline (model.baselines): its objective is its forward pass; no MMD, nothing to gather
-            loss, terms = model(batch, w, world_size=world_size, with_classifier=not pretrain)
+        loss, terms = core.objective(model, batch, w, gather=gather, world_size=world_size,
+                                     with_classifier=not pretrain, on_latents=_early_gather(gather, w))
     loss.backward()
     optimizer.step()
     return terms
@@ -100,10 +96,7 @@ def evaluate_loss(core: torch.nn.Module, batches: Iterable[dict], w: LossWeights
     sums: dict[str, float] = {}
     rows = 0
     for batch in batches:
-        if isinstance(core, CMMD):
-            _, terms = cmmd_loss(core, core(batch, n_samples=w.n_samples), batch, w)
-        else:
-            _, terms = core(batch, w)
+        _, terms = core.objective(core, batch, w)
         n = int(batch["y"].shape[0])
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v) * n
