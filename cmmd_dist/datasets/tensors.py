@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cmmd_dist.datasets.row_ids import rank_positions
 from cmmd_dist.datasets.spec import Split
 
 __all__ = ["SplitTensors", "RowView", "iterate_batches"]
@@ -59,9 +60,7 @@ class SplitTensors:
 
     def shard(self, rank: int, world_size: int) -> "SplitTensors":
         """Every ``world_size``-th row from ``rank``: disjoint shards of equal size (the tail is dropped)."""
-        n = (len(self) // world_size) * world_size
-        idx = torch.arange(rank, n, world_size)
-        b = self.rows(idx)
+        b = self.rows(torch.from_numpy(rank_positions(len(self), rank, world_size)))
         return SplitTensors(obs=b["obs"], mis=b["mis"], y=b["y"], ids=b.get("ids"))
 
 
@@ -86,8 +85,8 @@ class RowView:
 
     def shard(self, rank: int, world_size: int) -> "RowView":
         """As ``SplitTensors.shard``: every ``world_size``-th row from ``rank``, equal sizes, tail dropped."""
-        n = (len(self) // world_size) * world_size
-        return RowView(self.base, self.index[rank:n:world_size], self.hide_labels)
+        return RowView(self.base, self.index[torch.from_numpy(rank_positions(len(self), rank, world_size))],
+                       self.hide_labels)
 
     def tensors(self) -> SplitTensors:
         """The rows as a SplitTensors of their own (a copy: for evaluation, which reads whole columns)."""

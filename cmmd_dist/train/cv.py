@@ -45,7 +45,7 @@ from cmmd_dist.datasets.spec import DatasetSpec, Split
 from cmmd_dist.datasets.shards import manifest_spec
 from cmmd_dist.errors import UserError
 from cmmd_dist.train.folds import DEV_SPLITS, assign_folds, development_ids, development_split, fold_keep, fold_positions, prepared_fold_ids
-from cmmd_dist.datasets.row_ids import row_ids
+from cmmd_dist.datasets.row_ids import rank_positions, row_ids
 from cmmd_dist.config import Folds
 from cmmd_dist.datasets.tensors import RowView, SplitTensors
 from cmmd_dist.train.build import build_model, loss_weights
@@ -75,8 +75,7 @@ class FoldRows:
 def _unlabeled_shard(split: Split, obs: list[str], mis: list[str], like_y: torch.Tensor, rank: int,
                      world: int) -> SplitTensors:
     """This rank's share of the unlabeled rows (equal shares, tail dropped), labels zero and shaped like ``like_y``."""
-    n = (len(split) // world) * world
-    mine = np.arange(rank, n, world)
+    mine = rank_positions(len(split), rank, world)
     part = SplitTensors.from_split(split.take(mine), obs, mis, like_y.device, ids=row_ids("unlabeled", len(split))[mine])
     part.y = torch.zeros((len(mine), *like_y.shape[1:]), dtype=like_y.dtype, device=like_y.device)
     return part

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from cmmd_dist.config import RunConfig
 from cmmd_dist.datasets.registry import load_bundle
+from cmmd_dist.datasets.row_ids import rank_positions
 from cmmd_dist.datasets.shards import manifest_spec
 from cmmd_dist.datasets.spec import DatasetBundle, DatasetSpec, Split
 from cmmd_dist.datasets.tensors import RowView, SplitTensors
@@ -46,7 +46,7 @@ class RankRows:
 def _shard(split: Split, rank: int, world: int) -> Split:
     """Every ``world``-th row from ``rank`` (equal shares, tail dropped: every rank takes as many steps),
     taken before the rows reach the device."""
-    return split.take(np.arange(rank, (len(split) // world) * world, world))
+    return split.take(rank_positions(len(split), rank, world))
 
 
 def rank_rows(bundle: DatasetBundle, run: RunConfig, rank: int, world: int, retrain: bool,
